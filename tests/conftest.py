@@ -1,0 +1,35 @@
+"""Test helpers shared by all test files."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+# Team-only data beside the checkout (users will not have it): tests skip without it.
+SHARED = REPO.parent / "shared"
+BENCHMARK = SHARED / "data" / "benchmark"
+REFERENCE = SHARED / "reference"
+
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+
+
+@pytest.fixture
+def benchmark_dir() -> Path:
+    """``../shared/data/benchmark`` (Set5/Set14 with MATLAB LR files), or skip."""
+    if not BENCHMARK.is_dir():
+        pytest.skip(f"shared benchmark data not found at {BENCHMARK} (team CI extra)")
+    return BENCHMARK
+
+
+@pytest.fixture
+def reference_dir() -> Path:
+    """``../shared/reference`` (MATLAB per-image PSNR/SSIM CSVs), or skip."""
+    if not REFERENCE.is_dir():
+        pytest.skip(f"shared MATLAB reference CSVs not found at {REFERENCE} (team CI extra)")
+    return REFERENCE
