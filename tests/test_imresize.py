@@ -1,0 +1,233 @@
+"""Tests for imresize.py: MATLAB exactness, semantics, other methods, torch path."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import imresize as imr
+from imresize import imresize
+from utils import read_image
+
+RNG = np.random.default_rng(0)
+
+
+def _benchmark_pairs(root: Path):
+    pairs = sorted(root.glob("*/image_SRF_*/*_HR.png"))
+    assert pairs, f"no HR/LR pairs found under {root}"
+    for hr_path in pairs:
+        scale = int(hr_path.name.split("_SRF_")[1].split("_")[0])
+        yield hr_path, hr_path.with_name(hr_path.name.replace("_HR", "_LR")), scale
+
+
+# --------------------------------------------------------------- MATLAB acceptance
+def test_matches_matlab_lr_files_exactly(benchmark_dir):
+    """imresize(hr, 1/s) reproduces every pixel of MATLAB's LR files (Set5, Set14)."""
+    n_images = 0
+    failures = []
+    for hr_path, lr_path, scale in _benchmark_pairs(benchmark_dir):
+        hr = read_image(hr_path, keep_gray=True)
+        lr = read_image(lr_path, keep_gray=True)
+        out = imresize(hr, 1 / scale)
+        n_images += 1
+        if out.dtype != np.uint8 or out.shape != lr.shape:
+            failures.append(f"{hr_path.name}: got {out.dtype} {out.shape}, want uint8 {lr.shape}")
+        elif not np.array_equal(out, lr):
+            failures.append(f"{hr_path.name}: {(out != lr).sum()} of {lr.size} values differ")
+    assert n_images >= 50  # Set5 + Set14 at x2, x3, x4
+    assert not failures, "\n".join(failures)
+
+
+def test_benchmark_border_needs_clamping_not_mirroring(benchmark_dir):
+    """A mirroring implementation would miss the MATLAB border pixels of these files."""
+    hr_path, lr_path, scale = next(p for p in _benchmark_pairs(benchmark_dir) if p[2] == 4)
+    hr = read_image(hr_path, keep_gray=True)
+    lr = read_image(lr_path, keep_gray=True)
+    mirrored = _mirror_resize_uint8(hr, 1 / scale)
+    assert not np.array_equal(mirrored, lr)
+    assert np.array_equal(imresize(hr, 1 / scale), lr)
+
+
+def _mirror_resize_uint8(img: np.ndarray, scale: float) -> np.ndarray:
+    """Bicubic resize with symmetric (mirror) border handling, as many ports do."""
+    x = img
+    for axis in (0, 1):
+        n = x.shape[axis]
+        idx, w = imr._contributions(n, math.ceil(scale * n), scale, "bicubic", True)
+        # Rebuild unclamped indices from the kernel geometry, then mirror them.
+        out_len = idx.shape[0]
+        u = np.arange(1, out_len + 1) / scale + 0.5 * (1 - 1 / scale)
+        width = 4 / scale
+        left = np.floor(u - width / 2)
+        raw = left[:, None] + np.arange(math.ceil(width) + 2)[None, :]
+        weights = scale * imr._cubic(scale * (u[:, None] - raw))
+        weights /= weights.sum(1, keepdims=True)
+        aux = np.concatenate([np.arange(n), np.arange(n - 1, -1, -1)])
+        mirrored = aux[np.mod(raw.astype(np.int64) - 1, 2 * n)]
+        x = np.clip(np.floor(imr._resize_axis_np(x, axis, mirrored, weights) + 0.5), 0, 255).astype(np.uint8)
+    return x
+
+
+def test_clamps_border_on_a_step_edge():
+    """Clamping replicates the edge pixel; mirroring would pull in the neighbour.
+
+    Image: a single bright column at the left edge. With clamping every out-of-range
+    tap reads the bright column; with mirroring the taps at -1, -2 read dark pixels.
+    """
+    img = np.zeros((8, 16))
+    img[:, 0] = 1.0
+    out = imresize(img, output_shape=(8, 4))  # shrink width by 4: 16-tap kernel
+    idx, w = imr._contributions(16, 4, 0.25, "bicubic", True)
+    # Clamped expectation: weight of all taps that land on column 0.
+    expected_first = w[0][idx[0] == 0].sum()
+    np.testing.assert_allclose(out[:, 0], expected_first, rtol=0, atol=1e-12)
+    # Independent check of the geometry: taps for output column 1 span u = 2.5 +- 8,
+    # i.e. source columns -5..10 (1-based); columns <= 1 all read the edge pixel.
+    u = 2.5
+    cols = np.arange(-5, 11)
+    k = 0.25 * imr._cubic(0.25 * (u - cols))
+    k /= k.sum()
+    np.testing.assert_allclose(out[0, 0], k[cols <= 1].sum(), atol=1e-12)
+    mirror_value = k[(cols == 1) | (cols == 0)].sum()  # mirror: 0 -> 1, -1 -> 2, ...
+    assert abs(out[0, 0] - mirror_value) > 1e-3
+
+
+# --------------------------------------------------------------- semantics
+def test_output_sizes():
+    img = np.zeros((17, 10, 3), np.uint8)
+    assert imresize(img, 0.5).shape == (9, 5, 3)  # ceil(8.5), ceil(5)
+    assert imresize(img, 1 / 3).shape == (6, 4, 3)
+    assert imresize(img, 2).shape == (34, 20, 3)
+    assert imresize(img, (0.5, 2)).shape == (9, 20, 3)
+    assert imresize(img, output_shape=(7, 13)).shape == (7, 13, 3)
+    assert imresize(img[:, :, 0], 4).shape == (68, 40)
+
+
+def test_dtypes_and_float_path_is_not_rounded():
+    img8 = RNG.integers(0, 256, (13, 11, 3), dtype=np.uint8)
+    out8 = imresize(img8, 0.5)
+    outf = imresize(img8.astype(np.float64), 0.5)
+    assert out8.dtype == np.uint8 and outf.dtype == np.float64
+    assert imresize(img8.astype(np.float32), 0.5).dtype == np.float64
+    assert not np.allclose(outf, np.round(outf))  # float output keeps fractions
+    # Cubic overshoots at a 0/255 step: the float path is not clipped, uint8 saturates.
+    step = np.zeros((4, 8), np.uint8)
+    step[:, 4:] = 255
+    up_f = imresize(step.astype(float), 2)
+    assert up_f.min() < 0 and up_f.max() > 255
+    up_8 = imresize(step, 2)
+    assert up_8.min() == 0 and up_8.max() == 255
+    # uint8 rounds each pass, so it differs from rounding only at the end somewhere,
+    # but never by more than one level per pass.
+    assert np.abs(out8.astype(float) - np.clip(outf, 0, 255)).max() <= 2
+    assert imresize(img8, 1) is not img8
+
+
+def test_uint8_rounds_each_pass():
+    """The uint8 result equals: pass 1 in float, round+saturate, pass 2, round."""
+    img8 = RNG.integers(0, 256, (20, 24), dtype=np.uint8)
+    # Height (scale 0.5) comes before width (scale 0.75): increasing scale.
+    first = imresize(img8.astype(float), output_shape=(10, 24))
+    first8 = np.clip(np.floor(first + 0.5), 0, 255).astype(np.uint8)
+    second = imresize(first8.astype(float), output_shape=(10, 18))
+    expected = np.clip(np.floor(second + 0.5), 0, 255).astype(np.uint8)
+    np.testing.assert_array_equal(imresize(img8, output_shape=(10, 18)), expected)
+    # ...and not the other order (width first), which gives a different answer here.
+    w_first = np.clip(np.floor(imresize(img8.astype(float), output_shape=(20, 18)) + 0.5), 0, 255)
+    other = np.clip(np.floor(imresize(w_first, output_shape=(10, 18)) + 0.5), 0, 255)
+    assert not np.array_equal(other, expected)
+
+
+def test_constant_image_stays_constant():
+    for method in imr.METHODS:
+        img = np.full((9, 14, 3), 77, np.uint8)
+        for scale in (0.3, 0.5, 1, 1.7, 3):
+            out = imresize(img, scale, method=method)
+            assert (out == 77).all(), (method, scale)
+
+
+def test_identity_at_scale_one():
+    img = RNG.random((7, 9))
+    for method in ("bicubic", "bilinear", "box", "nearest", "lanczos2", "lanczos3"):
+        np.testing.assert_allclose(imresize(img, 1, method=method), img, atol=1e-12)
+
+
+# --------------------------------------------------------------- other methods
+def test_box_half_is_block_mean():
+    img = RNG.random((12, 10, 3))
+    out = imresize(img, 0.5, method="box")
+    blocks = img.reshape(6, 2, 5, 2, 3).mean(axis=(1, 3))
+    np.testing.assert_allclose(out, blocks, atol=1e-12)
+
+
+def test_nearest_x2_replicates_pixels():
+    img = RNG.integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    out = imresize(img, 2, method="nearest")
+    np.testing.assert_array_equal(out, img.repeat(2, 0).repeat(2, 1))
+    # Shrinking by 2 picks every other pixel (nearest never antialiases).
+    big = RNG.integers(0, 256, (10, 14), dtype=np.uint8)
+    out = imresize(big, 0.5, method="nearest")
+    # u = 2x - 0.5 (1-based) -> source pixel 2x-1 with the [-0.5, 0.5) kernel: rows 1, 3, ...
+    np.testing.assert_array_equal(out, big[1::2, 1::2])
+
+
+def test_bilinear_upscale_interpolates_linearly():
+    ramp = np.tile(np.arange(6, dtype=float), (4, 1))  # value = column index
+    out = imresize(ramp, output_shape=(4, 12), method="bilinear")
+    # Output column j (1-based) samples u = j/2 + 0.25 (1-based) -> value u - 1,
+    # clamped to [0, 5] at the borders (edge replication).
+    u = np.arange(1, 13) / 2 + 0.25
+    np.testing.assert_allclose(out[0], np.clip(u - 1, 0, 5), atol=1e-12)
+
+
+@pytest.mark.parametrize("method", list(imr.METHODS))
+@pytest.mark.parametrize("scale", [0.25, 1 / 3, 0.7, 1.5, 4])
+def test_weights_sum_to_one(method, scale):
+    idx, w = imr._contributions(37, math.ceil(37 * scale), scale, method, True)
+    np.testing.assert_allclose(w.sum(1), 1, atol=1e-12)
+    assert idx.min() >= 0 and idx.max() <= 36
+    assert (w != 0).any(axis=0).all()  # all-zero columns dropped
+
+
+def test_kernels_known_values():
+    x = np.array([0.0, 0.5, 1.0, 1.5, 2.0, 2.5])
+    # Keys cubic, a = -0.5
+    np.testing.assert_allclose(imr._cubic(x), [1, 0.5625, 0, -0.0625, 0, 0], atol=1e-15)
+    np.testing.assert_allclose(imr._triangle(x), [1, 0.5, 0, 0, 0, 0], atol=1e-15)
+    np.testing.assert_allclose(imr._box(np.array([-0.5, 0.0, 0.49, 0.5])), [1, 1, 1, 0])
+    np.testing.assert_allclose(imr._lanczos2(np.array([0.0, 1.0, 2.0, 3.0])), [1, 0, 0, 0], atol=1e-12)
+    np.testing.assert_allclose(imr._lanczos3(np.array([0.0, 1.0, 2.0, 3.0])), [1, 0, 0, 0], atol=1e-12)
+    # Integer-spaced samples of lanczos kernels sum to about 1 at any phase.
+    for kern, a in ((imr._lanczos2, 2), (imr._lanczos3, 3)):
+        t = 0.3 + np.arange(-a, a + 1)
+        assert abs(kern(t).sum() - 1) < 0.05
+
+
+# --------------------------------------------------------------- validation
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(scale=0), "positive"),
+        (dict(scale=-2), "positive"),
+        (dict(), "exactly one"),
+        (dict(scale=2, output_shape=(4, 4)), "exactly one"),
+        (dict(scale=2, method="spline"), "bicubic"),
+        (dict(output_shape=(0, 4)), "positive"),
+        (dict(output_shape=(4,)), "output_shape"),
+    ],
+)
+def test_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        imresize(np.zeros((8, 8), np.uint8), **kwargs)
+
+
+def test_bad_inputs():
+    with pytest.raises(ValueError, match="uint8 or float"):
+        imresize(np.zeros((8, 8), np.int32), 2)
+    with pytest.raises(ValueError, match="HxW"):
+        imresize(np.zeros((2, 8, 8, 3)), 2)
+    with pytest.raises(ValueError, match="HxW"):
+        imresize([[1, 2], [3, 4]], 2)
