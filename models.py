@@ -1,0 +1,492 @@
+"""Network architectures of the kit (losses live in ``solver.py``, metrics in ``utils.py``).
+
+What is in this file, in order:
+
+* ``SRResNet``  - the SRGAN paper's generator network (Ledig et al., CVPR 2017), trained
+  alone with an MSE loss it is "SRResNet"; ``Generator`` is the very same network used as
+  the SRGAN generator (same ``state_dict`` keys, so SRResNet weights load directly).
+* ``Discriminator`` - the SRGAN discriminator (eight 3x3 convs, dense 1024, dense 1).
+* ``RRDBNet`` - the ESRGAN generator (Wang et al., ECCVW 2018): residual-in-residual dense
+  blocks, no batch norm.
+* ``VGGStyleDiscriminator`` - the ESRGAN discriminator.
+* ``interpolate_networks`` - ESRGAN network interpolation between a PSNR-oriented and a
+  GAN-trained generator.
+* ``TruncatedVGG19`` - frozen ImageNet VGG19 feature extractor phi_{i,j} for the
+  perceptual (content) loss.
+* Generator checkpoints: ``GENERATORS``, ``build_generator``, ``generator_arch``,
+  ``save_generator``, ``load_generator``, ``clean_state_dict``, ``load_checkpoint``.
+
+Conventions (see the docstring of ``utils.py``): networks take and return ``float32``
+``NxCxHxW`` RGB tensors with values in ``[0, 1]``. Generators have a *linear* output (no
+final activation): the SRGAN paper ends with tanh and works in ``[-1, 1]``; this kit uses
+``[0, 1]`` targets instead, so the output is only approximately in ``[0, 1]`` and is
+clamped by ``utils.tensor2img`` when converted back to an image.
+
+Checkpoint convention (used by ``solver.py`` and the notebooks): a generator checkpoint is
+a dict ``{"arch": {"name": "SRResNet" | "Generator" | "RRDBNet", "kwargs": {...}},
+"generator": state_dict, ...}`` where further keys (optimisers, config, epoch, metrics)
+are allowed. ``load_generator(path)`` rebuilds the right network from it.
+"""
+from __future__ import annotations
+
+import math
+import os
+import pickle
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+PathLike = str | os.PathLike
+
+SCALES = (2, 3, 4, 8)
+
+
+def _check_scale(scale: int) -> int:
+    if scale not in SCALES:
+        raise ValueError(f"scale must be one of {SCALES}, got {scale!r}")
+    return int(scale)
+
+
+def _upsampling_factors(scale: int) -> list[int]:
+    """Split ``scale`` into upsampling steps: x2 steps for 2/4/8, a single x3 step for 3."""
+    return [3] if scale == 3 else [2] * int(math.log2(scale))
+
+
+# --------------------------------------------------------------------------------------
+# SRGAN: SRResNet / Generator and Discriminator
+# --------------------------------------------------------------------------------------
+class ResidualBlock(nn.Module):
+    """SRResNet residual block: conv3x3-BN-PReLU-conv3x3-BN, plus the identity skip.
+
+    Input and output: ``Nx{channels}xHxW`` feature maps.
+    """
+
+    def __init__(self, channels: int = 64):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(channels, channels, 3, padding=1),
+            nn.BatchNorm2d(channels),
+            nn.PReLU(),
+            nn.Conv2d(channels, channels, 3, padding=1),
+            nn.BatchNorm2d(channels),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+class SubPixelBlock(nn.Module):
+    """Sub-pixel convolution upsampling by ``factor``: conv C -> factor^2*C, PixelShuffle, PReLU.
+
+    Input ``NxCxHxW`` -> output ``NxCx(factor*H)x(factor*W)``.
+    """
+
+    def __init__(self, channels: int = 64, factor: int = 2):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels * factor**2, 3, padding=1)
+        self.shuffle = nn.PixelShuffle(factor)
+        self.act = nn.PReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.shuffle(self.conv(x)))
+
+
+class SRResNet(nn.Module):
+    """SRResNet, the generator network of the SRGAN paper (Ledig et al., 2017, Fig. 4).
+
+    Layout: 9x9 conv (3 -> C) + PReLU ("head"); ``n_blocks`` residual blocks; 3x3 conv + BN
+    followed by a long skip from the head output; ``log2(scale)`` sub-pixel blocks (one x3
+    block for scale 3); 9x9 conv (C -> 3). The x4 default has 1,549,462 parameters.
+
+    Args:
+        scale: upscaling factor, one of 2, 3, 4, 8.
+        n_blocks: number of residual blocks (16 in the paper).
+        channels: feature channels C (64 in the paper).
+
+    Forward:
+        lr: ``float32`` ``Nx3xhxw`` in ``[0, 1]``.
+        returns sr: ``float32`` ``Nx3x(scale*h)x(scale*w)``, approximately in ``[0, 1]``.
+        The output is linear (no tanh): the kit's targets are in ``[0, 1]`` instead of the
+        paper's ``[-1, 1]``; ``utils.tensor2img`` clamps.
+    """
+
+    def __init__(self, scale: int = 4, n_blocks: int = 16, channels: int = 64):
+        super().__init__()
+        self.scale = _check_scale(scale)
+        # Constructor arguments, stored in checkpoints so load_generator can rebuild the net.
+        self.arch_kwargs = {"scale": self.scale, "n_blocks": int(n_blocks), "channels": int(channels)}
+
+        self.head = nn.Sequential(nn.Conv2d(3, channels, 9, padding=4), nn.PReLU())
+        self.res_blocks = nn.Sequential(*[ResidualBlock(channels) for _ in range(n_blocks)])
+        self.body_tail = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), nn.BatchNorm2d(channels))
+        self.upsample = nn.Sequential(*[SubPixelBlock(channels, f) for f in _upsampling_factors(self.scale)])
+        self.tail = nn.Conv2d(channels, 3, 9, padding=4)
+
+    def forward(self, lr: torch.Tensor) -> torch.Tensor:
+        feat = self.head(lr)
+        feat = feat + self.body_tail(self.res_blocks(feat))  # long skip connection
+        return self.tail(self.upsample(feat))
+
+
+class Generator(SRResNet):
+    """The SRGAN generator: exactly the SRResNet network (same layers, same state_dict keys).
+
+    SRGAN training starts from a trained SRResNet; use ``Generator.from_srresnet(...)`` or
+    simply ``generator.load_state_dict(srresnet.state_dict())``.
+    """
+
+    @classmethod
+    def from_srresnet(cls, state_or_model: nn.Module | dict | PathLike) -> "Generator":
+        """Build a Generator initialised from SRResNet weights.
+
+        Args:
+            state_or_model: an ``SRResNet`` (or ``Generator``) module, a kit checkpoint dict
+                (``{"arch": ..., "generator": state_dict}``), a checkpoint file path, or a
+                bare SRResNet ``state_dict`` (its architecture is inferred from the shapes).
+
+        Returns:
+            a ``Generator`` (train mode) holding a copy of those weights.
+        """
+        if isinstance(state_or_model, (str, os.PathLike)):
+            state_or_model = load_checkpoint(state_or_model)
+        if isinstance(state_or_model, nn.Module):
+            src = _unwrap(state_or_model)
+            if not isinstance(src, SRResNet):
+                raise TypeError(f"expected an SRResNet, got {type(src).__name__}")
+            kwargs, state = dict(src.arch_kwargs), src.state_dict()
+        elif isinstance(state_or_model, dict) and "generator" in state_or_model and "arch" in state_or_model:
+            arch = state_or_model["arch"]
+            if arch.get("name") not in ("SRResNet", "Generator"):
+                raise ValueError(f"checkpoint holds a {arch.get('name')!r}, not an SRResNet")
+            kwargs, state = dict(arch["kwargs"]), clean_state_dict(state_or_model["generator"])
+        elif isinstance(state_or_model, dict):
+            state = clean_state_dict(state_or_model)
+            kwargs = _srresnet_kwargs_from_state(state)
+        else:
+            raise TypeError(f"expected a module, checkpoint dict, path or state_dict, got {type(state_or_model).__name__}")
+        generator = cls(**kwargs)
+        _load_state(generator, state, "SRResNet weights")
+        return generator
+
+
+def _srresnet_kwargs_from_state(state: dict) -> dict:
+    """Infer ``scale``, ``n_blocks``, ``channels`` of an SRResNet from its state_dict shapes."""
+    try:
+        channels = state["head.0.weight"].shape[0]
+        n_blocks = len({k.split(".")[1] for k in state if k.startswith("res_blocks.")})
+        ups = sorted({int(k.split(".")[1]) for k in state if k.startswith("upsample.")})
+        out_ch = state[f"upsample.{ups[0]}.conv.weight"].shape[0]
+    except (KeyError, IndexError) as err:
+        raise ValueError(f"this state_dict is not an SRResNet one (missing {err}); "
+                         "pass an SRResNet model or a kit checkpoint instead") from err
+    scale = 3 if out_ch == 9 * channels else 2 ** len(ups)
+    return {"scale": scale, "n_blocks": n_blocks, "channels": channels}
+
+
+class Discriminator(nn.Module):
+    """The SRGAN discriminator (Ledig et al., 2017, Fig. 4).
+
+    Eight 3x3 convs with ``C, C, 2C, 2C, 4C, 4C, 8C, 8C`` channels (64..512 by default),
+    stride 2 on every second one, BN on all but the first, LeakyReLU(0.2); then
+    ``AdaptiveAvgPool2d(6)`` (96x96 patches give 6x6 maps, so pooling keeps the paper's
+    layout there and lets any patch size >= 16 work), dense ``fc_size``, LeakyReLU(0.2),
+    dense 1.
+
+    Forward:
+        x: ``float32`` ``Nx3xHxW`` HR or SR patches in ``[0, 1]``.
+        returns raw logits of shape ``(N,)`` (use ``BCEWithLogitsLoss``; no sigmoid here).
+    """
+
+    def __init__(self, channels: int = 64, fc_size: int = 1024):
+        super().__init__()
+        layers: list[nn.Module] = []
+        in_ch = 3
+        for i in range(8):
+            out_ch = channels * 2 ** (i // 2)
+            stride = 2 if i % 2 == 1 else 1
+            layers.append(nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=1))
+            if i > 0:
+                layers.append(nn.BatchNorm2d(out_ch))
+            layers.append(nn.LeakyReLU(0.2, inplace=True))
+            in_ch = out_ch
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(6)
+        self.classifier = nn.Sequential(
+            nn.Linear(in_ch * 6 * 6, fc_size),
+            nn.LeakyReLU(0.2, inplace=True),
+            nn.Linear(fc_size, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        feat = self.pool(self.features(x))
+        return self.classifier(feat.flatten(1)).squeeze(1)
+
+
+# --------------------------------------------------------------------------------------
+# ESRGAN: RRDBNet and the VGG-style discriminator
+# --------------------------------------------------------------------------------------
+def _scaled_kaiming_init(modules: list[nn.Module], scale: float = 0.1) -> None:
+    """Kaiming-normal init of conv weights, multiplied by ``scale``; biases zero.
+
+    ESRGAN does this in every dense block: with 23 RRDBs x 3 dense blocks the trunk is
+    very deep, and starting each residual branch near zero keeps the sum of branches
+    close to the identity, which stabilises early training (Wang et al., 2018, Sec. 3.3).
+    """
+    for m in modules:
+        nn.init.kaiming_normal_(m.weight)
+        m.weight.data.mul_(scale)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+
+
+class ResidualDenseBlock(nn.Module):
+    """Dense block of five 3x3 convs (each sees all previous outputs), residual-scaled by 0.2.
+
+    Input and output: ``Nx{channels}xHxW``; ``growth`` channels are added by each of the
+    first four convs.
+    """
+
+    def __init__(self, channels: int = 64, growth: int = 32):
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, growth, 3, padding=1)
+        self.conv2 = nn.Conv2d(channels + growth, growth, 3, padding=1)
+        self.conv3 = nn.Conv2d(channels + 2 * growth, growth, 3, padding=1)
+        self.conv4 = nn.Conv2d(channels + 3 * growth, growth, 3, padding=1)
+        self.conv5 = nn.Conv2d(channels + 4 * growth, channels, 3, padding=1)
+        self.lrelu = nn.LeakyReLU(0.2, inplace=True)
+        _scaled_kaiming_init([self.conv1, self.conv2, self.conv3, self.conv4, self.conv5], 0.1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x1 = self.lrelu(self.conv1(x))
+        x2 = self.lrelu(self.conv2(torch.cat((x, x1), 1)))
+        x3 = self.lrelu(self.conv3(torch.cat((x, x1, x2), 1)))
+        x4 = self.lrelu(self.conv4(torch.cat((x, x1, x2, x3), 1)))
+        x5 = self.conv5(torch.cat((x, x1, x2, x3, x4), 1))
+        return x + 0.2 * x5  # residual scaling keeps the deep trunk stable
+
+
+class RRDB(nn.Module):
+    """Residual-in-Residual Dense Block: three dense blocks, the result residual-scaled by 0.2."""
+
+    def __init__(self, channels: int = 64, growth: int = 32):
+        super().__init__()
+        self.rdb1 = ResidualDenseBlock(channels, growth)
+        self.rdb2 = ResidualDenseBlock(channels, growth)
+        self.rdb3 = ResidualDenseBlock(channels, growth)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + 0.2 * self.rdb3(self.rdb2(self.rdb1(x)))
+
+
+class RRDBNet(nn.Module):
+    """The ESRGAN generator (Wang et al., 2018): RRDB trunk, no batch norm, LeakyReLU(0.2).
+
+    Layout: 3x3 conv (3 -> C) ``conv_first``; ``n_blocks`` RRDBs ``body``; 3x3 conv
+    ``conv_body`` + long skip from ``conv_first``; per factor 2 one nearest-neighbour x2
+    upsampling + 3x3 conv + LeakyReLU (``conv_up1``, ``conv_up2``, ...; scale 3 uses one
+    nearest x3 step); ``conv_hr`` + LeakyReLU; ``conv_last`` (C -> 3). For x4 the
+    parameter names are those of BasicSR's ``RRDBNet``. Dense-block convs are
+    kaiming-initialised and scaled by 0.1 (see ``_scaled_kaiming_init``).
+
+    Args:
+        scale: upscaling factor, one of 2, 3, 4, 8.
+        n_blocks: number of RRDBs (23 in ESRGAN).
+        channels: feature channels C (64).
+        growth: channels added per conv inside a dense block (32).
+
+    Forward:
+        lr: ``float32`` ``Nx3xhxw`` in ``[0, 1]`` -> sr ``Nx3x(scale*h)x(scale*w)``,
+        linear output, approximately in ``[0, 1]``.
+    """
+
+    def __init__(self, scale: int = 4, n_blocks: int = 23, channels: int = 64, growth: int = 32):
+        super().__init__()
+        self.scale = _check_scale(scale)
+        self.arch_kwargs = {"scale": self.scale, "n_blocks": int(n_blocks),
+                            "channels": int(channels), "growth": int(growth)}
+        self.factors = _upsampling_factors(self.scale)
+
+        self.conv_first = nn.Conv2d(3, channels, 3, padding=1)
+        self.body = nn.Sequential(*[RRDB(channels, growth) for _ in range(n_blocks)])
+        self.conv_body = nn.Conv2d(channels, channels, 3, padding=1)
+        for k in range(len(self.factors)):
+            setattr(self, f"conv_up{k + 1}", nn.Conv2d(channels, channels, 3, padding=1))
+        self.conv_hr = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv_last = nn.Conv2d(channels, 3, 3, padding=1)
+        self.lrelu = nn.LeakyReLU(0.2, inplace=True)
+
+    def forward(self, lr: torch.Tensor) -> torch.Tensor:
+        feat = self.conv_first(lr)
+        feat = feat + self.conv_body(self.body(feat))  # long skip connection
+        for k, factor in enumerate(self.factors):
+            conv_up = getattr(self, f"conv_up{k + 1}")
+            feat = self.lrelu(conv_up(F.interpolate(feat, scale_factor=factor, mode="nearest")))
+        return self.conv_last(self.lrelu(self.conv_hr(feat)))
+
+
+# --------------------------------------------------------------------------------------
+# Generator checkpoints
+# --------------------------------------------------------------------------------------
+GENERATORS: dict[str, type[nn.Module]] = {"SRResNet": SRResNet, "Generator": Generator, "RRDBNet": RRDBNet}
+
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DistributedDataParallel, torch.compile
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The plain network inside a DDP / DataParallel / torch.compile wrapper."""
+    while True:
+        if hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        elif isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+            model = model.module
+        else:
+            return model
+
+
+def clean_state_dict(state: dict) -> dict:
+    """Remove ``module.`` (DDP) and ``_orig_mod.`` (torch.compile) key prefixes.
+
+    Args:
+        state: a ``state_dict`` (str -> tensor).
+
+    Returns:
+        a new dict with the same tensors; a prefix is stripped only when every key has it.
+    """
+    state = dict(state)
+    changed = True
+    while changed and state:
+        changed = False
+        for prefix in _WRAPPER_PREFIXES:
+            if all(k.startswith(prefix) for k in state):
+                state = {k[len(prefix):]: v for k, v in state.items()}
+                changed = True
+    return state
+
+
+def build_generator(arch: dict) -> nn.Module:
+    """Build a fresh (randomly initialised) generator from an ``arch`` record.
+
+    Args:
+        arch: ``{"name": "SRResNet" | "Generator" | "RRDBNet", "kwargs": {...}}`` as
+            returned by ``generator_arch`` and stored in checkpoints.
+
+    Returns:
+        the network, in train mode, on the CPU.
+    """
+    if not isinstance(arch, dict) or "name" not in arch:
+        raise ValueError(f"arch must be a dict {{'name': ..., 'kwargs': {{...}}}}, got {arch!r}")
+    name = arch["name"]
+    if name not in GENERATORS:
+        raise ValueError(f"unknown generator architecture {name!r}; known: {sorted(GENERATORS)}")
+    return GENERATORS[name](**dict(arch.get("kwargs", {})))
+
+
+def generator_arch(model: nn.Module) -> dict:
+    """The ``arch`` record of a generator: ``{"name": class name, "kwargs": constructor kwargs}``.
+
+    Works through DDP / torch.compile wrappers. Raises ``TypeError`` for a network that is
+    not one of ``GENERATORS``.
+    """
+    net = _unwrap(model)
+    name = type(net).__name__
+    if name not in GENERATORS or not hasattr(net, "arch_kwargs"):
+        raise TypeError(f"{name} is not a kit generator; expected one of {sorted(GENERATORS)}")
+    return {"name": name, "kwargs": dict(net.arch_kwargs)}
+
+
+def save_generator(path: PathLike, model: nn.Module, **extra: Any) -> Path:
+    """Save a generator checkpoint ``{"arch": ..., "generator": state_dict, **extra}``.
+
+    The write is atomic (temporary file in the same folder, then ``os.replace``), so an
+    interrupted save never leaves a truncated checkpoint behind. Parent folders are created.
+
+    Args:
+        path: destination file (``.pth``).
+        model: an ``SRResNet`` / ``Generator`` / ``RRDBNet`` (wrappers are unwrapped, so
+            the saved keys have no ``module.`` / ``_orig_mod.`` prefix).
+        **extra: more entries to store (optimiser states, config, epoch, metrics, ...).
+
+    Returns:
+        the checkpoint path.
+    """
+    reserved = {"arch", "generator"} & set(extra)
+    if reserved:
+        raise ValueError(f"extra keys {sorted(reserved)} are reserved for the generator itself")
+    net = _unwrap(model)
+    checkpoint = {"arch": generator_arch(net), "generator": net.state_dict(), **extra}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(checkpoint, f)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return path
+
+
+def load_checkpoint(path: PathLike, map_location: str | torch.device = "cpu") -> Any:
+    """Read a ``torch.save`` file.
+
+    Tries the safe ``weights_only=True`` loader first; a checkpoint that also stores Python
+    objects (e.g. an EasyDict config) is then unpickled in full, so only load files you trust.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no checkpoint at {path}: train one with train.ipynb (or solver.py), "
+            "or point to an existing .pth checkpoint file")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:
+        pass
+    except Exception as err:  # noqa: BLE001 - truncated/corrupt/not a torch file
+        raise ValueError(f"{path} is not a readable PyTorch checkpoint: {err}") from err
+    try:
+        return torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as err:  # noqa: BLE001 - any unpickling failure means "not a checkpoint"
+        raise ValueError(f"{path} is not a readable PyTorch checkpoint: {err}") from err
+
+
+def _load_state(model: nn.Module, state: dict, what: str) -> None:
+    """``load_state_dict(strict=True)`` with an error message that says what to check."""
+    try:
+        model.load_state_dict(clean_state_dict(state))
+    except RuntimeError as err:
+        raise RuntimeError(
+            f"{what} do not fit {type(model).__name__}({getattr(model, 'arch_kwargs', '')}): "
+            f"the checkpoint was saved from a different architecture or size.\n{err}") from err
+
+
+def load_generator(path: PathLike, device: str | torch.device = "cpu") -> nn.Module:
+    """Load a generator checkpoint written by ``save_generator`` (or ``solver.py``).
+
+    Args:
+        path: checkpoint file holding ``{"arch": ..., "generator": state_dict, ...}``;
+            ``module.`` / ``_orig_mod.`` key prefixes are accepted.
+        device: where to put the network.
+
+    Returns:
+        the generator (``SRResNet``, ``Generator`` or ``RRDBNet``) in eval mode on ``device``.
+
+    Raises:
+        FileNotFoundError: no such file. ValueError: not a kit generator checkpoint.
+        RuntimeError: the weights do not fit the recorded architecture.
+    """
+    checkpoint = load_checkpoint(path)
+    if not isinstance(checkpoint, dict) or "arch" not in checkpoint or "generator" not in checkpoint:
+        found = sorted(map(str, checkpoint))[:8] if isinstance(checkpoint, dict) else type(checkpoint).__name__
+        raise ValueError(
+            f"{path} is not a kit generator checkpoint: expected a dict with keys 'arch' and "
+            f"'generator' (written by models.save_generator / solver.py), found {found}. "
+            "For a bare state_dict build the network yourself and call load_state_dict.")
+    model = build_generator(checkpoint["arch"])
+    _load_state(model, checkpoint["generator"], f"weights in {path}")
+    return model.to(device).eval()

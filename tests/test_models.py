@@ -1,0 +1,180 @@
+"""Tests for models.py: shapes, parameter counts, weight sharing, checkpoints, VGG loading."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import models
+
+N_PARAMS = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+
+
+def tiny_srresnet(scale: int = 4, cls=models.SRResNet) -> nn.Module:
+    return cls(scale=scale, n_blocks=2, channels=8)
+
+
+def tiny_rrdbnet(scale: int = 4) -> nn.Module:
+    return models.RRDBNet(scale=scale, n_blocks=1, channels=8, growth=4)
+
+
+# ---------------------------------------------------------------------------- generators
+@pytest.mark.parametrize("scale", [2, 3, 4, 8])
+@pytest.mark.parametrize("make", [tiny_srresnet, tiny_rrdbnet], ids=["SRResNet", "RRDBNet"])
+def test_generator_output_shape(make, scale):
+    net = make(scale)
+    lr = torch.rand(2, 3, 5, 7)
+    sr = net(lr)
+    assert net.scale == scale
+    assert sr.shape == (2, 3, 5 * scale, 7 * scale)
+    assert sr.dtype == torch.float32
+
+
+@pytest.mark.parametrize("cls", [models.SRResNet, models.Generator, models.RRDBNet])
+@pytest.mark.parametrize("scale", [1, 5, 16])
+def test_generator_rejects_bad_scale(cls, scale):
+    with pytest.raises(ValueError, match="scale"):
+        cls(scale=scale, n_blocks=1, channels=8)
+
+
+def test_srresnet_x4_parameter_count():
+    net = models.SRResNet()  # built, never run: the paper configuration
+    assert N_PARAMS(net) == 1_549_462
+    # a real count: it changes with the configuration
+    assert N_PARAMS(models.SRResNet(n_blocks=15)) < N_PARAMS(net)
+    assert N_PARAMS(models.SRResNet(scale=2)) < N_PARAMS(net)
+
+
+def test_srresnet_layout_uses_single_parameter_prelu_and_subpixel():
+    net = tiny_srresnet(4)
+    prelus = [m for m in net.modules() if isinstance(m, nn.PReLU)]
+    assert all(m.weight.numel() == 1 for m in prelus)
+    # head + one per residual block + one per sub-pixel block
+    assert len(prelus) == 1 + 2 + 2
+    assert sum(isinstance(m, nn.PixelShuffle) for m in net.modules()) == 2
+    net3 = tiny_srresnet(3)
+    shuffles = [m for m in net3.modules() if isinstance(m, nn.PixelShuffle)]
+    assert [m.upscale_factor for m in shuffles] == [3]
+
+
+def test_generator_loads_srresnet_weights():
+    torch.manual_seed(0)
+    srresnet = tiny_srresnet(4).eval()
+    lr = torch.rand(1, 3, 6, 6)
+    expected = srresnet(lr)
+
+    gen = tiny_srresnet(4, cls=models.Generator)
+    gen.load_state_dict(srresnet.state_dict())  # same keys
+    torch.testing.assert_close(gen.eval()(lr), expected)
+
+    for source in (srresnet, srresnet.state_dict(), {"arch": models.generator_arch(srresnet),
+                                                     "generator": srresnet.state_dict()}):
+        gen = models.Generator.from_srresnet(source)
+        assert isinstance(gen, models.Generator)
+        torch.testing.assert_close(gen.eval()(lr), expected)
+
+
+def test_generator_from_bare_state_infers_architecture():
+    src = models.SRResNet(scale=3, n_blocks=3, channels=8)
+    gen = models.Generator.from_srresnet(src.state_dict())
+    assert gen.arch_kwargs == src.arch_kwargs
+    src8 = models.SRResNet(scale=8, n_blocks=1, channels=4)
+    assert models.Generator.from_srresnet(src8.state_dict()).arch_kwargs == src8.arch_kwargs
+
+
+def test_generator_from_srresnet_rejects_other_nets():
+    with pytest.raises(TypeError):
+        models.Generator.from_srresnet(tiny_rrdbnet())
+    with pytest.raises(ValueError, match="not an SRResNet"):
+        models.Generator.from_srresnet(tiny_rrdbnet().state_dict())
+
+
+# ---------------------------------------------------------------------------- discriminators
+@pytest.mark.parametrize("size", [16, 96, 128])
+def test_discriminator_logits_shape(size):
+    d = models.Discriminator(channels=4, fc_size=16)
+    out = d(torch.rand(3, 3, size, size))
+    assert out.shape == (3,)
+
+
+def test_discriminator_layout():
+    d = models.Discriminator()
+    convs = [m for m in d.features if isinstance(m, nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [64, 64, 128, 128, 256, 256, 512, 512]
+    assert [c.stride[0] for c in convs] == [1, 2, 1, 2, 1, 2, 1, 2]
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in d.features) == 7
+    assert isinstance(d.features[1], nn.LeakyReLU)  # no BN after the first conv
+    linears = [m for m in d.classifier if isinstance(m, nn.Linear)]
+    assert [lin.out_features for lin in linears] == [1024, 1]
+
+
+# ---------------------------------------------------------------------------- checkpoints
+@pytest.mark.parametrize("make", [lambda: tiny_srresnet(4), lambda: tiny_srresnet(2, models.Generator),
+                                  lambda: tiny_rrdbnet(3)], ids=["SRResNet", "Generator", "RRDBNet"])
+def test_save_load_generator_round_trip(tmp_path, make):
+    torch.manual_seed(1)
+    net = make()
+    with torch.no_grad():  # make BN running stats non-trivial so they must travel too
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.1, 0.1)
+    path = models.save_generator(tmp_path / "sub" / "g.pth", net, epoch=7, config={"lr": 1e-4})
+    assert path.is_file() and not [p for p in path.parent.iterdir() if p.name.endswith(".tmp")]
+    loaded = models.load_generator(path)
+    assert type(loaded) is type(net)
+    assert not loaded.training
+    assert loaded.arch_kwargs == net.arch_kwargs
+    lr = torch.rand(1, 3, 5, 6)
+    torch.testing.assert_close(loaded(lr), net.eval()(lr))
+    ckpt = torch.load(path, weights_only=True)
+    assert ckpt["epoch"] == 7 and ckpt["arch"]["name"] == type(net).__name__
+
+
+@pytest.mark.parametrize("prefix", ["module.", "_orig_mod.", "_orig_mod.module."])
+def test_load_generator_strips_wrapper_prefixes(tmp_path, prefix):
+    net = tiny_srresnet(2).eval()
+    state = {prefix + k: v for k, v in net.state_dict().items()}
+    torch.save({"arch": models.generator_arch(net), "generator": state}, tmp_path / "g.pth")
+    loaded = models.load_generator(tmp_path / "g.pth")
+    lr = torch.rand(1, 3, 4, 4)
+    torch.testing.assert_close(loaded(lr), net(lr))
+
+
+def test_clean_state_dict_keeps_partial_prefixes():
+    state = {"module.a": torch.zeros(1), "b": torch.ones(1)}
+    assert models.clean_state_dict(state).keys() == state.keys()
+
+
+def test_load_generator_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="train.ipynb"):
+        models.load_generator(tmp_path / "missing.pth")
+
+    net = tiny_srresnet(2)
+    torch.save(net.state_dict(), tmp_path / "bare.pth")
+    with pytest.raises(ValueError, match="not a kit generator checkpoint"):
+        models.load_generator(tmp_path / "bare.pth")
+
+    (tmp_path / "junk.pth").write_bytes(b"this is not a checkpoint")
+    with pytest.raises(ValueError, match="not a readable PyTorch checkpoint"):
+        models.load_generator(tmp_path / "junk.pth")
+
+    arch = {"name": "SRResNet", "kwargs": {"scale": 2, "n_blocks": 3, "channels": 8}}  # 3 != 2 blocks
+    torch.save({"arch": arch, "generator": net.state_dict()}, tmp_path / "mismatch.pth")
+    with pytest.raises(RuntimeError, match="different architecture"):
+        models.load_generator(tmp_path / "mismatch.pth")
+
+    torch.save({"arch": {"name": "EDSR", "kwargs": {}}, "generator": {}}, tmp_path / "unknown.pth")
+    with pytest.raises(ValueError, match="unknown generator architecture"):
+        models.load_generator(tmp_path / "unknown.pth")
+
+
+def test_generator_arch_and_build():
+    net = tiny_rrdbnet(8)
+    arch = models.generator_arch(net)
+    assert arch == {"name": "RRDBNet", "kwargs": {"scale": 8, "n_blocks": 1, "channels": 8, "growth": 4}}
+    rebuilt = models.build_generator(arch)
+    assert rebuilt.state_dict().keys() == net.state_dict().keys()
+    with pytest.raises(TypeError, match="not a kit generator"):
+        models.generator_arch(models.Discriminator(channels=4, fc_size=8))
+    with pytest.raises(ValueError, match="reserved"):
+        models.save_generator("unused.pth", net, generator={})
