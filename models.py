@@ -29,6 +29,7 @@ are allowed. ``load_generator(path)`` rebuilds the right network from it.
 """
 from __future__ import annotations
 
+import inspect
 import math
 import os
 import pickle
@@ -326,6 +327,238 @@ class RRDBNet(nn.Module):
             conv_up = getattr(self, f"conv_up{k + 1}")
             feat = self.lrelu(conv_up(F.interpolate(feat, scale_factor=factor, mode="nearest")))
         return self.conv_last(self.lrelu(self.conv_hr(feat)))
+
+
+class VGGStyleDiscriminator(nn.Module):
+    """The ESRGAN discriminator (VGG-style, as in ESRGAN / BasicSR).
+
+    Five stages of a 3x3 stride-1 conv and a 4x4 stride-2 conv, channels
+    ``C, 2C, 4C, 8C, 8C`` (64 ... 512), BN on every conv but the first, LeakyReLU(0.2);
+    then ``AdaptiveAvgPool2d(4)`` (a 128x128 patch gives 4x4 maps, so pooling keeps the
+    original layout there and lets 96x96 patches work too), dense 100, LeakyReLU(0.2),
+    dense 1.
+
+    Forward:
+        x: ``float32`` ``Nx3xHxW`` in ``[0, 1]`` (H, W >= 32) -> raw logits of shape ``(N,)``.
+        ESRGAN's relativistic loss (in ``solver.py``) is built from these logits.
+    """
+
+    def __init__(self, channels: int = 64):
+        super().__init__()
+        layers: list[nn.Module] = [nn.Conv2d(3, channels, 3, padding=1), nn.LeakyReLU(0.2, inplace=True)]
+        in_ch = channels
+        for stage, out_ch in enumerate([channels, channels * 2, channels * 4, channels * 8, channels * 8]):
+            if stage > 0:  # stage 0 starts with the BN-free first conv above
+                layers += [nn.Conv2d(in_ch, out_ch, 3, padding=1, bias=False),
+                           nn.BatchNorm2d(out_ch), nn.LeakyReLU(0.2, inplace=True)]
+            layers += [nn.Conv2d(out_ch, out_ch, 4, stride=2, padding=1, bias=False),
+                       nn.BatchNorm2d(out_ch), nn.LeakyReLU(0.2, inplace=True)]
+            in_ch = out_ch
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(4)
+        self.classifier = nn.Sequential(
+            nn.Linear(in_ch * 4 * 4, 100),
+            nn.LeakyReLU(0.2, inplace=True),
+            nn.Linear(100, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        feat = self.pool(self.features(x))
+        return self.classifier(feat.flatten(1)).squeeze(1)
+
+
+def interpolate_networks(psnr_state: dict, gan_state: dict, alpha: float) -> dict:
+    """ESRGAN network interpolation: ``(1 - alpha) * psnr + alpha * gan`` for every tensor.
+
+    Blending the weights of a PSNR-oriented generator and its GAN-fine-tuned version trades
+    fidelity (alpha = 0) against perceptual sharpness (alpha = 1) without retraining.
+
+    Args:
+        psnr_state: ``state_dict`` of the PSNR-trained generator (e.g. SRResNet / RRDBNet).
+        gan_state: ``state_dict`` of the same architecture after GAN training.
+        alpha: weight of the GAN network, in ``[0, 1]``.
+
+    Returns:
+        a new ``state_dict``; floating tensors are blended (in their own dtype), integer
+        buffers (e.g. BatchNorm ``num_batches_tracked``) are copied from ``gan_state``.
+        ``module.`` / ``_orig_mod.`` prefixes are stripped from both inputs first.
+    """
+    if not 0.0 <= float(alpha) <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1] (0 = PSNR network, 1 = GAN network), got {alpha}")
+    psnr_state, gan_state = clean_state_dict(psnr_state), clean_state_dict(gan_state)
+    if psnr_state.keys() != gan_state.keys():
+        only_psnr = sorted(psnr_state.keys() - gan_state.keys())[:5]
+        only_gan = sorted(gan_state.keys() - psnr_state.keys())[:5]
+        raise ValueError("the two networks have different parameters (not the same architecture): "
+                         f"only in psnr_state {only_psnr}, only in gan_state {only_gan}")
+    out = {}
+    for key, gan in gan_state.items():
+        psnr = psnr_state[key]
+        if psnr.shape != gan.shape:
+            raise ValueError(f"shape mismatch for {key}: {tuple(psnr.shape)} (psnr) vs "
+                             f"{tuple(gan.shape)} (gan); were they built with the same kwargs?")
+        if gan.is_floating_point():
+            out[key] = (1.0 - alpha) * psnr.to(gan) + alpha * gan
+        else:
+            out[key] = gan.clone()
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# Perceptual loss network: truncated VGG19
+# --------------------------------------------------------------------------------------
+VGG19_URL = "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth"
+VGG19_FILENAME = "vgg19-dcbb9e9d.pth"
+# Safe unpickling of the downloaded file where this torch version supports the argument.
+_WEIGHTS_ONLY = ({"weights_only": True}
+                 if "weights_only" in inspect.signature(torch.hub.load_state_dict_from_url).parameters else {})
+# torchvision's vgg19().features: numbers are 3x3 conv output channels (each followed by a
+# ReLU), "M" is a 2x2 max-pool. Layer indices therefore follow torchvision exactly.
+_VGG19_CFG = [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M",
+              512, 512, 512, 512, "M"]
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def vgg19_layer_index(i: int, j: int, before_activation: bool = False) -> int:
+    """Index in torchvision's ``vgg19().features`` of the last layer of phi_{i,j}.
+
+    phi_{i,j} is the feature map of the j-th conv (after its ReLU, or before it when
+    ``before_activation``) before the i-th max-pool. E.g. VGG54 -> 35 (ReLU) / 34 (conv),
+    VGG22 -> 8 / 7.
+
+    Raises:
+        ValueError: no such layer (i in 1..5; j in 1..2 for i <= 2, 1..4 for i >= 3).
+    """
+    block, conv_in_block = 1, 0
+    index = 0
+    for v in _VGG19_CFG:
+        if v == "M":
+            block, conv_in_block = block + 1, 0
+            index += 1
+            continue
+        conv_in_block += 1
+        if (block, conv_in_block) == (i, j):
+            return index if before_activation else index + 1
+        index += 2  # conv + ReLU
+    raise ValueError(f"VGG19 has no layer phi_{{{i},{j}}}: i must be 1..5 and j 1..2 for i <= 2, "
+                     "1..4 for i >= 3 (SRGAN uses VGG54 = (5, 4) or VGG22 = (2, 2))")
+
+
+def _vgg19_features(n_layers: int) -> nn.Sequential:
+    """The first ``n_layers`` layers of torchvision's ``vgg19().features`` (random init)."""
+    layers: list[nn.Module] = []
+    in_ch = 3
+    for v in _VGG19_CFG:
+        if v == "M":
+            layers.append(nn.MaxPool2d(2, 2))
+        else:
+            layers += [nn.Conv2d(in_ch, v, 3, padding=1), nn.ReLU(inplace=True)]
+            in_ch = v
+    return nn.Sequential(*layers[:n_layers])
+
+
+def _missing_vgg_message(tried: list[str]) -> str:
+    cache = Path(torch.hub.get_dir()) / "checkpoints" / VGG19_FILENAME
+    return (
+        "could not get the ImageNet VGG19 weights needed for the perceptual loss.\n"
+        + "".join(f"  - {t}\n" for t in tried)
+        + f"Download {VGG19_URL} (548 MB) on a machine with internet access and either\n"
+        f"  * put it at {cache} (the torch hub cache; set TORCH_HOME to move it), or\n"
+        "  * pass its path as TruncatedVGG19(weights=...), i.e. the `vgg_weights` entry of the "
+        "training config."
+    )
+
+
+def _load_vgg19_state(weights: PathLike | None) -> dict:
+    """Find the VGG19 state_dict: explicit path, then torch hub cache, then download."""
+    if weights is not None:
+        path = Path(weights)
+        if not path.is_file():
+            raise FileNotFoundError(f"VGG19 weights file not found: {path} (download it from {VGG19_URL})")
+        return torch.load(path, map_location="cpu", weights_only=True)
+    tried = []
+    model_dir = Path(torch.hub.get_dir()) / "checkpoints"
+    cached = model_dir / VGG19_FILENAME
+    if cached.is_file():
+        return torch.load(cached, map_location="cpu", weights_only=True)
+    tried.append(f"not in the torch hub cache ({cached})")
+    try:
+        # check_hash verifies the sha256 prefix in the file name (dcbb9e9d) after download
+        return torch.hub.load_state_dict_from_url(VGG19_URL, model_dir=str(model_dir), map_location="cpu",
+                                                  progress=True, check_hash=True, **_WEIGHTS_ONLY)
+    except Exception as err:  # noqa: BLE001 - offline, proxy, HTTP error, hash mismatch ...
+        tried.append(f"download from {VGG19_URL} failed: {type(err).__name__}: {err}")
+    raise RuntimeError(_missing_vgg_message(tried))
+
+
+class TruncatedVGG19(nn.Module):
+    """Frozen ImageNet VGG19 truncated at phi_{i,j}, the feature map of the perceptual loss.
+
+    phi_{i,j} is the output of the j-th conv before the i-th max-pool, after its ReLU
+    (SRGAN) or, with ``before_activation=True``, before it (ESRGAN: richer, non-sparse
+    features). ``self.features`` holds torchvision's ``vgg19().features`` layers up to there,
+    with the same indices and ``state_dict`` keys (``features.0.weight`` ...).
+
+    Weights, in this order: ``weights`` (a path to ``vgg19-dcbb9e9d.pth`` or any state_dict
+    with ``features.N.*`` keys; ``classifier.*`` is ignored), the torch hub cache
+    (``torch.hub.get_dir()/checkpoints/vgg19-dcbb9e9d.pth``), a download from ``VGG19_URL``.
+    If all fail a ``RuntimeError`` says how to supply the file. ``random_init=True`` skips
+    loading (tests only; never a silent fallback).
+
+    Args:
+        i, j: the layer phi_{i,j} (default VGG54, as SRGAN's best model).
+        before_activation: stop before the ReLU of that conv.
+        weights: path to the VGG19 weights file.
+        random_init: build with random weights instead of loading any.
+
+    Forward:
+        x: ``float32`` ``Nx3xHxW`` RGB in ``[0, 1]`` (ImageNet normalisation is done
+        inside) -> features ``Nx{C}x(H/2^(i-1))x(W/2^(i-1))``. Parameters are frozen and the
+        module stays in eval mode, but gradients flow to ``x``.
+    """
+
+    def __init__(self, i: int = 5, j: int = 4, before_activation: bool = False,
+                 weights: PathLike | None = None, random_init: bool = False):
+        super().__init__()
+        self.i, self.j, self.before_activation = i, j, before_activation
+        last = vgg19_layer_index(i, j, before_activation)
+        self.features = _vgg19_features(last + 1)
+        # Non-persistent: the state_dict holds only torchvision-compatible `features.*` keys.
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        if random_init:
+            if weights is not None:
+                raise ValueError("give either weights=... or random_init=True, not both")
+        else:
+            self.load_vgg19_state(_load_vgg19_state(weights))
+        for p in self.parameters():
+            p.requires_grad_(False)
+        self.eval()
+
+    def load_vgg19_state(self, state: dict) -> None:
+        """Copy the needed ``features.N.*`` tensors from a full VGG19 state_dict."""
+        if not isinstance(state, dict):
+            raise ValueError(f"VGG19 weights must be a state_dict, got {type(state).__name__}")
+        state = clean_state_dict(state)
+        own = self.features.state_dict()
+        missing = [k for k in own if f"features.{k}" not in state]
+        if missing:
+            raise ValueError(f"the VGG19 weights lack {['features.' + k for k in missing[:4]]}...; "
+                             f"expected torchvision's vgg19 state_dict ({VGG19_FILENAME})")
+        picked = {k: state[f"features.{k}"] for k in own}
+        bad = [k for k in own if picked[k].shape != own[k].shape]
+        if bad:
+            raise ValueError(f"the VGG19 weights have wrong shapes for {['features.' + k for k in bad[:4]]}: "
+                             "is this a VGG19 (not VGG16) state_dict?")
+        self.features.load_state_dict(picked)
+
+    def train(self, mode: bool = True) -> "TruncatedVGG19":
+        """Always stays in eval mode: the loss network is a fixed function."""
+        return super().train(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features((x - self.mean) / self.std)
 
 
 # --------------------------------------------------------------------------------------

@@ -178,3 +178,94 @@ def test_generator_arch_and_build():
         models.generator_arch(models.Discriminator(channels=4, fc_size=8))
     with pytest.raises(ValueError, match="reserved"):
         models.save_generator("unused.pth", net, generator={})
+
+
+def test_checkpoint_with_python_objects_loads(tmp_path):
+    easydict = pytest.importorskip("easydict")
+    net = tiny_srresnet(2)
+    path = models.save_generator(tmp_path / "g.pth", net, config=easydict.EasyDict(lr=1e-4))
+    assert isinstance(models.load_generator(path), models.SRResNet)
+
+
+# ---------------------------------------------------------------------------- ESRGAN parts
+def test_rrdb_init_is_scaled_kaiming():
+    torch.manual_seed(0)
+    net = models.RRDBNet(scale=4, n_blocks=1, channels=64, growth=32)
+    rdb = net.body[0].rdb1
+    for conv in (rdb.conv1, rdb.conv3, rdb.conv5):
+        fan_in = conv.weight[0].numel()
+        expected_std = 0.1 * (2.0 / fan_in) ** 0.5  # kaiming normal (ReLU gain), times 0.1
+        assert conv.weight.std().item() == pytest.approx(expected_std, rel=0.1)
+        assert conv.weight.mean().abs().item() < 0.1 * expected_std
+        assert torch.count_nonzero(conv.bias) == 0
+    # why: a fresh dense block is close to the identity, so the deep trunk starts stable
+    x = torch.randn(1, 64, 8, 8)
+    rel_change = ((rdb(x) - x).norm() / x.norm()).item()
+    assert rel_change < 0.05
+
+
+def test_rrdbnet_has_no_batchnorm_and_basicsr_names():
+    net = tiny_rrdbnet(4)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in net.modules())
+    keys = net.state_dict().keys()
+    for k in ("conv_first.weight", "body.0.rdb1.conv1.weight", "body.0.rdb3.conv5.bias", "conv_body.weight",
+              "conv_up1.weight", "conv_up2.weight", "conv_hr.weight", "conv_last.weight"):
+        assert k in keys
+    assert "conv_up3.weight" in tiny_rrdbnet(8).state_dict()
+    assert "conv_up2.weight" not in tiny_rrdbnet(3).state_dict()
+
+
+@pytest.mark.parametrize("size", [96, 128])
+def test_vgg_style_discriminator_logits_shape(size):
+    d = models.VGGStyleDiscriminator(channels=4)
+    assert d(torch.rand(2, 3, size, size)).shape == (2,)
+
+
+def test_vgg_style_discriminator_layout():
+    d = models.VGGStyleDiscriminator()
+    convs = [m for m in d.features if isinstance(m, nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [64, 64, 128, 128, 256, 256, 512, 512, 512, 512]
+    assert [c.kernel_size[0] for c in convs] == [3, 4] * 5
+    assert [c.stride[0] for c in convs] == [1, 2] * 5
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in d.features) == 9
+    assert [m.out_features for m in d.classifier if isinstance(m, nn.Linear)] == [100, 1]
+
+
+def _two_states():
+    torch.manual_seed(0)
+    a, b = tiny_srresnet(2), tiny_srresnet(2)
+    with torch.no_grad():
+        for m in b.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.num_batches_tracked.fill_(5)
+    return a.state_dict(), b.state_dict()
+
+
+def test_interpolate_networks_endpoints_and_middle():
+    psnr, gan = _two_states()
+    for alpha, expect in ((0.0, psnr), (1.0, gan)):
+        out = models.interpolate_networks(psnr, gan, alpha)
+        for k in gan:
+            if gan[k].is_floating_point():
+                torch.testing.assert_close(out[k], expect[k])
+    mid = models.interpolate_networks(psnr, gan, 0.5)
+    k = "head.0.weight"
+    torch.testing.assert_close(mid[k], (psnr[k] + gan[k]) / 2)
+    assert not torch.equal(mid[k], psnr[k])
+    nbt = [k for k in gan if k.endswith("num_batches_tracked")]
+    assert nbt and all(mid[k].item() == 5 and mid[k].dtype == torch.long for k in nbt)
+    net = tiny_srresnet(2)
+    net.load_state_dict(mid)  # a loadable state_dict
+    assert psnr["head.0.weight"] is not mid["head.0.weight"]
+
+
+def test_interpolate_networks_errors():
+    psnr, gan = _two_states()
+    with pytest.raises(ValueError, match="alpha"):
+        models.interpolate_networks(psnr, gan, 1.5)
+    with pytest.raises(ValueError, match="alpha"):
+        models.interpolate_networks(psnr, gan, -0.1)
+    with pytest.raises(ValueError, match="different parameters"):
+        models.interpolate_networks(psnr, tiny_srresnet(4).state_dict(), 0.5)
+    with pytest.raises(ValueError, match="shape mismatch"):
+        models.interpolate_networks(psnr, models.SRResNet(scale=2, n_blocks=2, channels=4).state_dict(), 0.5)
