@@ -1002,7 +1002,7 @@ def _train(config: EasyDict, rank: int, world: int, device: torch.device, distri
 
     config.runtime = {"device": str(device), "world_size": world, "steps_per_epoch": steps_per_epoch,
                       "stage1_epochs": epochs1, "stage2_epochs": epochs2, "n_train_patches": len(train_set),
-                      "torch": torch.__version__}
+                      "torch": str(torch.__version__)}
 
     # ---- generator
     torch.manual_seed(int(config.seed))
