@@ -44,9 +44,12 @@ def read_image(path: PathLike, keep_gray: bool = False) -> np.ndarray:
 
     Returns:
         ``uint8`` array ``HxWx3`` RGB (or ``HxW`` for grayscale with ``keep_gray``).
-        RGBA/LA are composited on black after dropping alpha, palette images are
-        expanded, 16-bit images are rescaled to 8 bit (``round(v / 257)``), CMYK is
-        converted to RGB by PIL.
+        Alpha (RGBA, LA, palette with transparency) is dropped, keeping the stored
+        colour values (no compositing); palette images are expanded; 16-bit
+        grayscale is rescaled to 8 bit as ``round(v / 257)`` (16-bit colour PNGs are
+        reduced by Pillow itself to their high byte, ``v // 256``, at most one
+        level away); CMYK (including Adobe's inverted CMYK JPEG) is converted to
+        RGB by Pillow. EXIF orientation is not applied.
 
     Raises:
         FileNotFoundError: the path does not exist.
@@ -137,3 +140,362 @@ def modcrop(img: np.ndarray, scale: int) -> np.ndarray:
     """Crop ``HxW[xC]`` so both sides are multiples of ``scale`` (bottom/right removed)."""
     h, w = img.shape[:2]
     return img[: h - h % scale, : w - w % scale, ...]
+
+
+# --------------------------------------------------------------------------- metrics
+# The evaluation protocol of the SR literature (SRCNN, VDSR, SRGAN, the SelfExSR
+# benchmark code) is MATLAB's: Y channel of ``rgb2ycbcr`` on uint8 images, ``scale``
+# border pixels shaved, PSNR with peak 255 and Wang et al.'s ``ssim_index.m``. Numbers
+# computed any other way (RGB, BT.601 full range, float images, 'same' filtering)
+# differ by up to ~1 dB and cannot be compared with published tables.
+
+# MATLAB rgb2ycbcr for uint8: T = (1/255) * origT, offset 16 (Poynton, eq. 9.6).
+_Y_COEFFS = tuple((1 / 255) * c for c in (65.481, 128.553, 24.966))
+
+
+def rgb2y(img: np.ndarray) -> np.ndarray:
+    """Luma of an RGB image exactly as MATLAB ``rgb2ycbcr`` computes it on ``uint8``.
+
+    ``Y = round(16 + (65.481 R + 128.553 G + 24.966 B) / 255)``, in the range 16..235.
+    As in MATLAB (``imlincomb``) the sum is formed in float64 with coefficients
+    ``(1/255) * c`` and rounded half away from zero; this is the "limited range"
+    BT.601 luma, not the full-range ``0.299 R + 0.587 G + 0.114 B``.
+
+    Args:
+        img: ``uint8`` ``HxWx3`` RGB.
+
+    Returns:
+        ``uint8`` ``HxW``.
+    """
+    if not isinstance(img, np.ndarray) or img.dtype != np.uint8:
+        raise ValueError(
+            f"rgb2y expects a uint8 numpy image (MATLAB's rgb2ycbcr on uint8), got "
+            f"{getattr(img, 'dtype', type(img).__name__)}; convert with tensor2img first"
+        )
+    if img.ndim != 3 or img.shape[2] != 3:
+        raise ValueError(f"rgb2y expects an HxWx3 RGB image, got shape {img.shape}")
+    rgb = img.astype(np.float64)
+    # Same accumulation order as imlincomb: K1*A1 + K2*A2 + K3*A3 + offset.
+    y = _Y_COEFFS[0] * rgb[..., 0] + _Y_COEFFS[1] * rgb[..., 1] + _Y_COEFFS[2] * rgb[..., 2] + 16.0
+    return np.floor(y + 0.5).astype(np.uint8)  # y > 0, so this is round-half-away
+
+
+def _metric_channels(img: np.ndarray, ref: np.ndarray, crop_border: int, test_y_channel: bool,
+                     fn_name: str) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Validate a pair of images and return the float64 channel pairs to score."""
+    for what, arr in (("img", img), ("ref", ref)):
+        if not isinstance(arr, np.ndarray) or arr.dtype != np.uint8:
+            raise ValueError(
+                f"{fn_name}: {what} must be a uint8 numpy image, got "
+                f"{getattr(arr, 'dtype', type(arr).__name__)}. The MATLAB protocol is defined on "
+                f"8-bit images (peak 255, Y rounded to uint8); convert with tensor2img first."
+            )
+        if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] != 3):
+            raise ValueError(f"{fn_name}: {what} must be HxW or HxWx3 RGB, got shape {arr.shape}")
+    if img.shape != ref.shape:
+        raise ValueError(
+            f"{fn_name}: img and ref must have the same shape, got {img.shape} and {ref.shape} "
+            f"(mod-crop the HR image to a multiple of the scale, and compare grayscale with grayscale)"
+        )
+    if not isinstance(crop_border, (int, np.integer)) or crop_border < 0:
+        raise ValueError(f"{fn_name}: crop_border must be an integer >= 0, got {crop_border!r}")
+    h, w = img.shape[:2]
+    if h - 2 * crop_border < 1 or w - 2 * crop_border < 1:
+        raise ValueError(f"{fn_name}: crop_border={crop_border} leaves nothing of a {h}x{w} image")
+    if img.ndim == 3 and test_y_channel:
+        img, ref = rgb2y(img), rgb2y(ref)
+    if img.ndim == 2:  # grayscale is used as it is (no conversion), as in MATLAB
+        img, ref = img[:, :, None], ref[:, :, None]
+    b = crop_border
+    img = img[b:h - b, b:w - b].astype(np.float64)
+    ref = ref[b:h - b, b:w - b].astype(np.float64)
+    return [(img[:, :, c], ref[:, :, c]) for c in range(img.shape[2])]
+
+
+def calculate_psnr(img: np.ndarray, ref: np.ndarray, crop_border: int, test_y_channel: bool = True) -> float:
+    """PSNR in dB between two ``uint8`` images, MATLAB protocol.
+
+    Args:
+        img: ``uint8`` ``HxW`` or ``HxWx3`` RGB, e.g. the SR result.
+        ref: ``uint8`` image of the same shape, the ground truth HR.
+        crop_border: pixels shaved from each side before scoring; use ``scale``.
+        test_y_channel: score the Y of MATLAB ``rgb2ycbcr`` (see :func:`rgb2y`). With
+            False an RGB pair is scored per channel and the PSNRs are averaged.
+            A single-channel pair is always scored as it is.
+
+    Returns:
+        ``10 log10(255^2 / MSE)`` computed in float64; ``inf`` when the (cropped)
+        images are identical (MSE 0).
+
+    Raises:
+        ValueError: non-``uint8`` input, shape mismatch, bad ``crop_border``.
+    """
+    values = []
+    for a, b in _metric_channels(img, ref, crop_border, test_y_channel, "calculate_psnr"):
+        mse = np.mean((a - b) ** 2)
+        values.append(float("inf") if mse == 0 else float(10 * np.log10(255.0**2 / mse)))
+    return float(np.mean(values))
+
+
+def _gaussian_window(size: int = 11, sigma: float = 1.5) -> np.ndarray:
+    """1-D factor of MATLAB ``fspecial('gaussian', size, sigma)`` (normalised to sum 1)."""
+    x = np.arange(size, dtype=np.float64) - (size - 1) / 2
+    g = np.exp(-(x * x) / (2 * sigma * sigma))
+    return g / g.sum()
+
+
+def _filter2_valid(img: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """MATLAB ``filter2(g' * g, img, 'valid')`` for a separable, symmetric window."""
+    k = g.size
+    out = np.lib.stride_tricks.sliding_window_view(img, k, axis=0) @ g
+    return np.lib.stride_tricks.sliding_window_view(out, k, axis=1) @ g
+
+
+def _ssim_single(a: np.ndarray, b: np.ndarray) -> float:
+    """Wang et al. ``ssim_index.m`` (K = [0.01 0.03], L = 255, 11x11 Gaussian 1.5, 'valid')."""
+    if min(a.shape) < 11:
+        raise ValueError(f"calculate_ssim: the cropped image ({a.shape[0]}x{a.shape[1]}) is smaller "
+                         f"than the 11x11 SSIM window")
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    g = _gaussian_window()
+    mu1, mu2 = _filter2_valid(a, g), _filter2_valid(b, g)
+    mu1_sq, mu2_sq, mu1_mu2 = mu1 * mu1, mu2 * mu2, mu1 * mu2
+    sigma1_sq = _filter2_valid(a * a, g) - mu1_sq
+    sigma2_sq = _filter2_valid(b * b, g) - mu2_sq
+    sigma12 = _filter2_valid(a * b, g) - mu1_mu2
+    ssim_map = ((2 * mu1_mu2 + c1) * (2 * sigma12 + c2)) / ((mu1_sq + mu2_sq + c1) * (sigma1_sq + sigma2_sq + c2))
+    return float(ssim_map.mean())
+
+
+def calculate_ssim(img: np.ndarray, ref: np.ndarray, crop_border: int, test_y_channel: bool = True) -> float:
+    """SSIM between two ``uint8`` images, MATLAB protocol (Wang et al. 2004, ``ssim_index.m``).
+
+    Gaussian window 11x11, sigma 1.5, ``K1 = 0.01``, ``K2 = 0.03``, ``L = 255``,
+    statistics by ``filter2(window, x, 'valid')`` (no padding: the SSIM map is
+    10 pixels smaller than the cropped image in each dimension), float64, the
+    mean of the map. No downsampling (unlike the later ``ssim.m``).
+
+    Args:
+        img: ``uint8`` ``HxW`` or ``HxWx3`` RGB, e.g. the SR result.
+        ref: ``uint8`` image of the same shape, the ground truth HR.
+        crop_border: pixels shaved from each side before scoring; use ``scale``.
+        test_y_channel: score the Y of MATLAB ``rgb2ycbcr`` (see :func:`rgb2y`). With
+            False an RGB pair is scored per channel and the SSIMs are averaged.
+            A single-channel pair is always scored as it is.
+
+    Returns:
+        SSIM in [-1, 1]; 1.0 for identical images.
+
+    Raises:
+        ValueError: non-``uint8`` input, shape mismatch, bad ``crop_border``, or a
+            cropped image smaller than the 11x11 window.
+    """
+    pairs = _metric_channels(img, ref, crop_border, test_y_channel, "calculate_ssim")
+    return float(np.mean([_ssim_single(a, b) for a, b in pairs]))
+
+
+# --------------------------------------------------------------------------- inference
+def _model_scale(model: torch.nn.Module) -> int:
+    """The integer ``scale`` attribute of a network (looking inside DataParallel/DDP wrappers)."""
+    scale = getattr(model, "scale", None)
+    if scale is None:
+        scale = getattr(getattr(model, "module", None), "scale", None)
+    if not isinstance(scale, int) or scale < 1:
+        raise ValueError(
+            f"{type(model).__name__} has no integer 'scale' attribute (got {scale!r}); "
+            f"super_resolve needs it to know the output size (SRResNet/Generator/RRDBNet have one)"
+        )
+    return scale
+
+
+def _check_lr(lr: np.ndarray, fn_name: str) -> None:
+    if not isinstance(lr, np.ndarray):
+        raise ValueError(f"{fn_name}: lr must be a numpy uint8 image, got {type(lr).__name__}")
+    if lr.dtype != np.uint8:
+        raise ValueError(f"{fn_name}: lr must be uint8 (0..255), got {lr.dtype}; "
+                         f"use read_image or tensor2img to get the kit's convention")
+    if lr.ndim not in (2, 3) or (lr.ndim == 3 and lr.shape[2] != 3):
+        raise ValueError(f"{fn_name}: lr must be HxW (grayscale) or HxWx3 (RGB), got shape {lr.shape}")
+    if lr.shape[0] < 1 or lr.shape[1] < 1:
+        raise ValueError(f"{fn_name}: lr is empty (shape {lr.shape})")
+
+
+def super_resolve(
+    model: torch.nn.Module,
+    lr: np.ndarray,
+    tile: int | None = None,
+    tile_overlap: int = 40,
+    device: str | torch.device | None = None,
+) -> np.ndarray:
+    """Super-resolve one ``uint8`` image with a network, optionally tile by tile.
+
+    The network runs under ``torch.inference_mode()`` in eval mode (its previous
+    train/eval mode is restored afterwards) on ``device`` (default: the device of its
+    parameters; CPU for a network without parameters). The input is cast to the
+    parameters' dtype, so a ``.half()`` model works too.
+
+    Tiling: with ``tile`` the LR image is cut into ``tile x tile`` cores (the last row
+    and column of cores may be smaller); each core is run with ``tile_overlap`` extra
+    LR pixels of context on every side (less at the image border) and only the
+    core's ``scale*tile`` output is written into a preallocated ``uint8`` result, so
+    memory is bounded by one tile whatever the image size. The tiled result equals
+    the untiled one (up to float rounding, i.e. at most 1 level on a pixel) when
+    ``tile_overlap`` covers the network's receptive field radius in LR pixels. For
+    SRResNet/Generator x4 that radius is ``8 + 2 * n_blocks`` (head 4, each residual
+    block 2, body conv 1, sub-pixel path 3), i.e. 40 for the default 16 blocks, hence
+    the default. RRDBNet's theoretical radius is far larger (~350 for 23 blocks) and
+    cannot be covered cheaply; its effective receptive field is much smaller, so
+    differences stay small but are not guaranteed to be zero.
+
+    Args:
+        model: network mapping ``float32`` ``Nx3xhxw`` in [0, 1] to
+            ``Nx3x(scale*h)x(scale*w)``, with an integer attribute ``scale``.
+        lr: ``uint8`` ``HxWx3`` RGB, or ``HxW`` grayscale.
+        tile: LR tile size in pixels (>= 1), or None to run the whole image at once.
+        tile_overlap: LR context pixels added on each side of a tile (>= 0).
+        device: where to run; default the model's parameters' device.
+
+    Returns:
+        ``uint8`` ``(scale*H)x(scale*W)x3``, clamped and rounded as :func:`tensor2img`.
+        A grayscale input is replicated to RGB for the network and the result is
+        returned as ``(scale*H)x(scale*W)``: the rounded mean of the three output
+        channels (grayscale in, grayscale out).
+
+    Raises:
+        ValueError: ``lr`` not ``uint8``, not ``HxW``/``HxWx3`` or empty; bad ``tile``
+            or ``tile_overlap``; model without ``scale`` or whose output size does not
+            match ``scale``.
+    """
+    from tqdm.auto import tqdm
+
+    _check_lr(lr, "super_resolve")
+    scale = _model_scale(model)
+    if tile is not None and (not isinstance(tile, (int, np.integer)) or tile < 1):
+        raise ValueError(f"super_resolve: tile must be a positive integer or None, got {tile!r}")
+    if not isinstance(tile_overlap, (int, np.integer)) or tile_overlap < 0:
+        raise ValueError(f"super_resolve: tile_overlap must be an integer >= 0, got {tile_overlap!r}")
+
+    gray = lr.ndim == 2
+    rgb = np.repeat(lr[:, :, None], 3, axis=2) if gray else lr
+    h, w = rgb.shape[:2]
+    param = next(iter(model.parameters()), None)
+    if device is None:
+        device = param.device if param is not None else torch.device("cpu")
+    dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
+
+    def run(patch: np.ndarray) -> np.ndarray:
+        x = img2tensor(patch).to(device=device, dtype=dtype)
+        out = model(x)
+        ph, pw = patch.shape[:2]
+        if tuple(out.shape) != (1, 3, scale * ph, scale * pw):
+            raise ValueError(
+                f"super_resolve: the model turned a 1x3x{ph}x{pw} input into {tuple(out.shape)}, "
+                f"expected (1, 3, {scale * ph}, {scale * pw}) from its scale={scale}"
+            )
+        return tensor2img(out)
+
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            if tile is None or (tile >= h and tile >= w):
+                sr = run(rgb)
+            else:
+                sr = np.empty((scale * h, scale * w, 3), dtype=np.uint8)
+                cores = [(y, x) for y in range(0, h, tile) for x in range(0, w, tile)]
+                for y0, x0 in tqdm(cores, desc="tiles", leave=False, unit="tile"):
+                    y1, x1 = min(y0 + tile, h), min(x0 + tile, w)
+                    # Context around the core, clipped at the image border (where the
+                    # network zero-pads exactly as it does on the whole image).
+                    py0, px0 = max(y0 - tile_overlap, 0), max(x0 - tile_overlap, 0)
+                    py1, px1 = min(y1 + tile_overlap, h), min(x1 + tile_overlap, w)
+                    out = run(rgb[py0:py1, px0:px1])
+                    oy, ox = scale * (y0 - py0), scale * (x0 - px0)
+                    sr[scale * y0:scale * y1, scale * x0:scale * x1] = \
+                        out[oy:oy + scale * (y1 - y0), ox:ox + scale * (x1 - x0)]
+    finally:
+        model.train(was_training)
+
+    if gray:
+        # Sum of three uint8 / 3 never ends in .5, so floor(+0.5) is an unbiased round.
+        return np.floor(sr.astype(np.float32).sum(axis=2) / 3 + 0.5).astype(np.uint8)
+    return sr
+
+
+def bicubic_upscale(lr: np.ndarray, scale: int) -> np.ndarray:
+    """The bicubic baseline: MATLAB-exact ``imresize(lr, scale)`` on ``uint8``.
+
+    Args:
+        lr: ``uint8`` ``HxWx3`` RGB or ``HxW`` grayscale.
+        scale: integer upscaling factor (>= 1).
+
+    Returns:
+        ``uint8`` of ``scale`` times the size, same number of channels.
+    """
+    from imresize import imresize  # lazy: imresize is a sibling module, keep utils light
+
+    _check_lr(lr, "bicubic_upscale")
+    if not isinstance(scale, (int, np.integer)) or scale < 1:
+        raise ValueError(f"bicubic_upscale: scale must be a positive integer, got {scale!r}")
+    return imresize(lr, int(scale))
+
+
+def evaluate(
+    model: torch.nn.Module | None,
+    dataset,
+    scale: int,
+    device: str | torch.device | None = None,
+    tile: int | None = None,
+    progress: bool = True,
+) -> list[dict]:
+    """Score a network (or the bicubic baseline) on an evaluation set, MATLAB protocol.
+
+    Each image is super-resolved with :func:`super_resolve` (or :func:`bicubic_upscale`
+    when ``model`` is None) and scored against its HR image by :func:`calculate_psnr`
+    and :func:`calculate_ssim` on the Y channel with ``crop_border = scale`` (grayscale
+    images as they are), the protocol of the published tables.
+
+    Args:
+        model: SR network with attribute ``scale`` equal to ``scale``, or None for bicubic.
+        dataset: a sequence (``len`` + integer indexing, e.g. ``datasets.EvalDataset``)
+            of dicts ``{"name": str, "lr": uint8 HxW[x3], "hr": uint8 (scale*H)x(scale*W)[x3]}``.
+        scale: upscaling factor of the set; also the border shaved before scoring.
+        device: passed to :func:`super_resolve`.
+        tile: passed to :func:`super_resolve` (for images too large for memory).
+        progress: show a tqdm bar.
+
+    Returns:
+        One dict per image, in dataset order: ``{"name": str, "psnr": float (dB),
+        "ssim": float, "seconds": float}`` where ``seconds`` is the wall time of the
+        super-resolution alone (not the scoring).
+
+    Raises:
+        ValueError: the model's scale differs from ``scale``, or an SR result's shape
+            differs from its HR image (the message names the image).
+    """
+    import time
+
+    from tqdm.auto import tqdm
+
+    if model is not None and _model_scale(model) != scale:
+        raise ValueError(f"evaluate: the model is x{_model_scale(model)} but the dataset is x{scale}")
+    rows = []
+    for i in tqdm(range(len(dataset)), desc="evaluate", disable=not progress, unit="img"):
+        item = dataset[i]
+        name, lr, hr = item["name"], item["lr"], item["hr"]
+        start = time.perf_counter()
+        sr = bicubic_upscale(lr, scale) if model is None else super_resolve(model, lr, tile=tile, device=device)
+        seconds = time.perf_counter() - start  # super_resolve returns numpy, so GPU work is done
+        if sr.shape != hr.shape:
+            raise ValueError(
+                f"evaluate: image {name!r}: SR result {sr.shape} (LR {lr.shape} x{scale}) does not match "
+                f"HR {hr.shape}; HR must be mod-cropped to a multiple of the scale and have as many "
+                f"channels as LR"
+            )
+        rows.append({
+            "name": name,
+            "psnr": calculate_psnr(sr, hr, crop_border=scale),
+            "ssim": calculate_ssim(sr, hr, crop_border=scale),
+            "seconds": seconds,
+        })
+    return rows
