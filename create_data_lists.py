@@ -233,7 +233,7 @@ def scan_folder(folder: PathLike, scale: int = 4) -> ScanResult:
     return result
 
 
-def _decode_size(path: Path, keep_gray: bool = True) -> tuple[np.ndarray | None, str | None]:
+def _try_read(path: Path, keep_gray: bool = True) -> tuple[np.ndarray | None, str | None]:
     """Decode ``path`` fully (catches truncation); returns (image, None) or (None, reason)."""
     try:
         return read_image(path, keep_gray=keep_gray), None
@@ -295,7 +295,7 @@ def build_list(
         if not training and cand.name in seen:  # test results are saved by name: names must be unique
             skipped.append((cand.hr, f"duplicate image name {cand.name!r} in {name}"))
             continue
-        hr, reason = _decode_size(cand.hr)
+        hr, reason = _try_read(cand.hr)
         if hr is None:
             skipped.append((cand.hr, reason))
             continue
@@ -308,7 +308,7 @@ def build_list(
             continue
         lr_path = None
         if cand.lr is not None:
-            lr, reason = _decode_size(cand.lr)
+            lr, reason = _try_read(cand.lr)
             if lr is None:
                 skipped.append((cand.lr, f"LR file {reason}"))
                 continue

@@ -13,7 +13,6 @@ exactly (the solver's resume relies on it).
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -22,7 +21,7 @@ from torch.utils.data import Dataset
 
 from create_data_lists import load_data_list
 from imresize import imresize
-from utils import ImageReadError, PathLike, img2tensor, modcrop, read_image
+from utils import img2tensor, modcrop, read_image
 
 __all__ = ["TrainDataset", "EvalDataset", "load_data_list"]
 
