@@ -423,7 +423,9 @@ def make_sample_data(root: str = "data/sample", scale: int = 4) -> tuple[str, st
     """Write the embedded sample photographs as PNG under ``root/{train,test}`` (mod-cropped).
 
     Offline and deterministic: the images come from scikit-image's wheel. Files already there
-    with the same pixels are left untouched (so cached LR images stay valid).
+    with the same pixels are left untouched (so cached LR images stay valid); other image
+    files in the two folders (e.g. from an older kit version) are deleted, so the lists
+    always hold exactly the sample set.
 
     Args:
         root: output folder.
@@ -434,6 +436,10 @@ def make_sample_data(root: str = "data/sample", scale: int = 4) -> tuple[str, st
     """
     root_p = Path(root)
     for split, names in (("train", SAMPLE_TRAIN), ("test", SAMPLE_TEST)):
+        if (root_p / split).is_dir():
+            for stray in (root_p / split).iterdir():
+                if stray.is_file() and _is_image_file(stray) and stray.stem not in names:
+                    stray.unlink()
         for name in names:
             img = modcrop(np.ascontiguousarray(_sample_image(name)[..., :3]), scale)
             path = root_p / split / f"{name}.png"

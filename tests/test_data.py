@@ -230,6 +230,7 @@ def test_cli_sample_and_default_discovery(tmp_path, capsys, monkeypatch):
         assert hr.shape[0] % 4 == 0 and hr.shape[1] % 4 == 0 and hr.ndim == 3 and hr.std() > 20
     # deterministic and idempotent: a second run leaves the files alone and prints the same
     stamps = {p: p.stat().st_mtime_ns for p in Path("data").rglob("*.png")}
+    save_png(noise(128, 128), Path("data/sample/train/stray.png"))  # e.g. left by an older version
     assert cdl.main(["--sample"]) == 0
     assert capsys.readouterr().out == out
     assert stamps == {p: p.stat().st_mtime_ns for p in Path("data").rglob("*.png")}
