@@ -407,7 +407,8 @@ def interpolate_networks(psnr_state: dict, gan_state: dict, alpha: float) -> dic
 # --------------------------------------------------------------------------------------
 # Perceptual loss network: truncated VGG19
 # --------------------------------------------------------------------------------------
-VGG19_URL = "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth"
+VGG19_URL = "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth"  # tests point it elsewhere
+VGG19_OFFICIAL_URL = "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth"
 VGG19_FILENAME = "vgg19-dcbb9e9d.pth"
 # Safe unpickling of the downloaded file where this torch version supports the argument.
 _WEIGHTS_ONLY = ({"weights_only": True}
@@ -463,9 +464,9 @@ def _missing_vgg_message(tried: list[str]) -> str:
     return (
         "could not get the ImageNet VGG19 weights needed for the perceptual loss.\n"
         + "".join(f"  - {t}\n" for t in tried)
-        + f"Download {VGG19_URL} (548 MB) on a machine with internet access and either\n"
+        + f"Download {VGG19_OFFICIAL_URL} (548 MB) on a machine with internet access and either\n"
         f"  * put it at {cache} (the torch hub cache; set TORCH_HOME to move it), or\n"
-        "  * pass its path as TruncatedVGG19(weights=...), i.e. the `vgg_weights` entry of the "
+        "  * pass its path as TruncatedVGG19(weights=...), i.e. the `vgg.weights` entry of the "
         "training config."
     )
 

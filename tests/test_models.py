@@ -269,3 +269,169 @@ def test_interpolate_networks_errors():
         models.interpolate_networks(psnr, tiny_srresnet(4).state_dict(), 0.5)
     with pytest.raises(ValueError, match="shape mismatch"):
         models.interpolate_networks(psnr, models.SRResNet(scale=2, n_blocks=2, channels=4).state_dict(), 0.5)
+
+
+# ---------------------------------------------------------------------------- TruncatedVGG19
+# torchvision vgg19().features conv indices, block by block (each conv is followed by its ReLU)
+TV_CONVS = [[0, 2], [5, 7], [10, 12, 14, 16], [19, 21, 23, 25], [28, 30, 32, 34]]
+
+
+@pytest.mark.parametrize("i,j", [(i + 1, j + 1) for i, block in enumerate(TV_CONVS) for j in range(len(block))])
+@pytest.mark.parametrize("before", [False, True])
+def test_vgg_layer_mapping(i, j, before):
+    expected_last = TV_CONVS[i - 1][j - 1] + (0 if before else 1)
+    assert models.vgg19_layer_index(i, j, before) == expected_last
+    vgg = models.TruncatedVGG19(i, j, before_activation=before, random_init=True)
+    assert len(vgg.features) == expected_last + 1
+    assert isinstance(vgg.features[-1], nn.Conv2d if before else nn.ReLU)
+    conv_keys = {int(k.split(".")[1]) for k in vgg.state_dict()}
+    assert conv_keys == {c for block in TV_CONVS for c in block if c <= expected_last}
+
+
+def test_vgg54_ends_at_35_or_34():
+    assert models.vgg19_layer_index(5, 4) == 35
+    assert models.vgg19_layer_index(5, 4, before_activation=True) == 34
+    assert models.vgg19_layer_index(2, 2) == 8
+
+
+@pytest.mark.parametrize("i,j", [(1, 3), (2, 3), (3, 5), (6, 1), (0, 1), (5, 0)])
+def test_vgg_rejects_missing_layers(i, j):
+    with pytest.raises(ValueError, match="no layer"):
+        models.TruncatedVGG19(i, j, random_init=True)
+
+
+def test_vgg_is_frozen_eval_and_normalises():
+    vgg = models.TruncatedVGG19(2, 2, random_init=True)
+    assert all(not p.requires_grad for p in vgg.parameters())
+    vgg.train()
+    assert not vgg.training and not any(m.training for m in vgg.modules())
+    x = torch.rand(2, 3, 16, 16, requires_grad=True)
+    feat = vgg(x)
+    assert feat.shape == (2, 128, 8, 8)
+    feat.mean().backward()  # gradients reach the input (the SR image), not the weights
+    assert x.grad is not None and all(p.grad is None for p in vgg.parameters())
+    # ImageNet normalisation inside: equals the raw layers applied to normalised input
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        torch.testing.assert_close(vgg(x), vgg.features((x - mean) / std))
+    assert set(vgg.state_dict()) == {f"features.{c}.{p}" for c in (0, 2, 5, 7) for p in ("weight", "bias")}
+
+
+def _fake_vgg19_state() -> dict:
+    """A small 'official-like' VGG19 state_dict: the VGG22 convs, a classifier, an unused deeper key."""
+    torch.manual_seed(3)
+    state = {}
+    for idx, (cin, cout) in zip((0, 2, 5, 7), ((3, 64), (64, 64), (64, 128), (128, 128))):
+        state[f"features.{idx}.weight"] = torch.randn(cout, cin, 3, 3)
+        state[f"features.{idx}.bias"] = torch.randn(cout)
+    state["features.10.weight"] = torch.randn(1)  # not needed for VGG22: ignored
+    state["classifier.0.weight"] = torch.randn(2, 2)  # ignored
+    return state
+
+
+def _assert_has_weights(vgg, state):
+    for k, v in vgg.state_dict().items():
+        torch.testing.assert_close(v, state[k])
+
+
+@pytest.fixture
+def hub_dir(tmp_path, monkeypatch):
+    """An empty torch hub dir for this test (restored afterwards)."""
+    monkeypatch.setattr(torch.hub, "_hub_dir", None)  # remembered and restored by monkeypatch
+    torch.hub.set_dir(str(tmp_path / "hub"))
+    return tmp_path / "hub"
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    """Point VGG19_URL at a closed local port, so any download attempt fails fast."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setattr(models, "VGG19_URL", f"http://127.0.0.1:{port}/vgg19-dcbb9e9d.pth")
+
+
+def test_vgg_loads_explicit_path(tmp_path, hub_dir, offline):
+    state = _fake_vgg19_state()
+    torch.save(state, tmp_path / "my_vgg.pth")
+    vgg = models.TruncatedVGG19(2, 2, weights=tmp_path / "my_vgg.pth")
+    _assert_has_weights(vgg, state)
+    with pytest.raises(FileNotFoundError, match="nope.pth"):
+        models.TruncatedVGG19(2, 2, weights=tmp_path / "nope.pth")
+
+
+def test_vgg_loads_from_hub_cache(hub_dir, offline):
+    state = _fake_vgg19_state()
+    (hub_dir / "checkpoints").mkdir(parents=True)
+    torch.save(state, hub_dir / "checkpoints" / "vgg19-dcbb9e9d.pth")
+    _assert_has_weights(models.TruncatedVGG19(2, 2), state)
+
+
+def test_vgg_downloads_from_url(tmp_path, hub_dir, monkeypatch):
+    import functools
+    import hashlib
+    import http.server
+    import threading
+
+    state = _fake_vgg19_state()
+    served = tmp_path / "served"
+    served.mkdir()
+    torch.save(state, served / "tmp.pth")
+    # name it like torchvision does (sha256 prefix), so the download's hash check runs for real
+    sha = hashlib.sha256((served / "tmp.pth").read_bytes()).hexdigest()
+    name = f"vgg19-{sha[:8]}.pth"
+    (served / "tmp.pth").rename(served / name)
+
+    class QuietHandler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(served)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        monkeypatch.setattr(models, "VGG19_URL", f"http://127.0.0.1:{server.server_address[1]}/{name}")
+        vgg = models.TruncatedVGG19(2, 2)
+    finally:
+        server.shutdown()
+        server.server_close()
+    _assert_has_weights(vgg, state)
+    assert (hub_dir / "checkpoints" / name).is_file()  # cached for next time
+
+
+def test_vgg_error_when_no_weights_anywhere(hub_dir, offline):
+    with pytest.raises(RuntimeError) as info:
+        models.TruncatedVGG19(2, 2)
+    msg = str(info.value)
+    assert "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth" in msg
+    assert str(hub_dir / "checkpoints" / "vgg19-dcbb9e9d.pth") in msg
+    assert "weights=" in msg and "download from http://127.0.0.1" in msg
+
+
+def test_vgg_rejects_wrong_state(tmp_path, hub_dir, offline):
+    state = _fake_vgg19_state()
+    del state["features.7.weight"]
+    torch.save(state, tmp_path / "partial.pth")
+    with pytest.raises(ValueError, match="features.7.weight"):
+        models.TruncatedVGG19(2, 2, weights=tmp_path / "partial.pth")
+    with pytest.raises(ValueError, match="not both"):
+        models.TruncatedVGG19(2, 2, weights=tmp_path / "partial.pth", random_init=True)
+
+
+def test_save_generator_unwraps_dataparallel_and_compile(tmp_path):
+    net = tiny_srresnet(2)
+
+    class FakeCompiled(nn.Module):  # what torch.compile returns: the net under `_orig_mod`
+        def __init__(self, mod):
+            super().__init__()
+            self._orig_mod = mod
+
+    for wrapped in (nn.DataParallel(net), FakeCompiled(net), FakeCompiled(nn.DataParallel(net))):
+        assert next(iter(wrapped.state_dict())).startswith(("module.", "_orig_mod."))
+        assert models.generator_arch(wrapped)["name"] == "SRResNet"
+        path = models.save_generator(tmp_path / "g.pth", wrapped)
+        saved = torch.load(path, weights_only=True)["generator"]
+        assert saved.keys() == net.state_dict().keys()
