@@ -67,7 +67,7 @@ def _mirror_resize_uint8(img: np.ndarray, scale: float) -> np.ndarray:
         weights /= weights.sum(1, keepdims=True)
         aux = np.concatenate([np.arange(n), np.arange(n - 1, -1, -1)])
         mirrored = aux[np.mod(raw.astype(np.int64) - 1, 2 * n)]
-        x = np.clip(np.floor(imr._resize_axis_np(x, axis, mirrored, weights) + 0.5), 0, 255).astype(np.uint8)
+        x = np.clip(np.floor(imr._resize_axis_reference(x, axis, mirrored, weights) + 0.5), 0, 255).astype(np.uint8)
     return x
 
 
