@@ -411,6 +411,8 @@ def make_config(preset: str = "srgan-vgg54", profile: str = "full", **overrides:
     config = copy.deepcopy(BASE_CONFIG)
     _deep_update(config, PRESETS[preset])
     _deep_update(config, PROFILES[profile])
+    if PRESETS[preset].get("stage2", {}).get("epochs") == 0:
+        config["stage2"]["epochs"] = 0  # single-stage preset, whatever the profile's schedule
     if profile == "quick":
         for part in ("generator", "discriminator"):
             arch = config["model"][part]
@@ -922,6 +924,26 @@ def _stage_epochs(cfg_stage, steps_per_epoch: int) -> int:
     return max(1, int(round(cfg_stage.iterations / steps_per_epoch))) if cfg_stage.iterations else 0
 
 
+def check_config(config: EasyDict) -> None:
+    """Raise ``ValueError`` naming the setting when a value is not one the solver knows."""
+    choices = {
+        "stage1.pixel_loss": (config.stage1.pixel_loss, ("mse", "l1")),
+        "stage2.pixel_loss": (config.stage2.pixel_loss, ("mse", "l1")),
+        "stage2.content_loss": (config.stage2.content_loss, ("mse", "l1", *VGG_LAYERS)),
+        "stage2.gan_type": (config.stage2.gan_type, ("standard", "ragan")),
+        "stage2.vgg_criterion": (config.stage2.vgg_criterion, ("mse", "l1")),
+        "speed.amp": (config.speed.amp, ("auto", "bf16", "fp16", "off")),
+    }
+    for key, (value, allowed) in choices.items():
+        if value not in allowed:
+            raise ValueError(f"config {key} = {value!r} is not one of {list(allowed)}")
+    for key in ("stage1.epochs", "stage2.epochs"):
+        stage, name = key.split(".")
+        value = config[stage][name]
+        if value is not None and (not isinstance(value, int) or value < 0):
+            raise ValueError(f"config {key} must be None or an integer >= 0, got {value!r}")
+
+
 def _dist_setup():
     """(rank, world_size, local_rank) from torchrun's environment; init the process group."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -953,9 +975,13 @@ def train(config: EasyDict) -> dict:
     if distributed and not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     is_main = rank == 0
+    threads = torch.get_num_threads()
     try:
+        if config.speed.threads:
+            torch.set_num_threads(int(config.speed.threads))
         return _train(config, rank, world, device, distributed, is_main)
     finally:
+        torch.set_num_threads(threads)  # a run's thread setting must not leak to the caller
         if distributed and dist.is_initialized():
             dist.destroy_process_group()
 
@@ -965,11 +991,10 @@ def _train(config: EasyDict, rank: int, world: int, device: torch.device, distri
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel as DDP
 
+    check_config(config)
     out = Path(config.out)
     ckpt_path = out / "checkpoint.pth"
     speed = config.speed
-    if speed.threads:
-        torch.set_num_threads(int(speed.threads))
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = bool(speed.cudnn_benchmark)
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -1032,6 +1057,8 @@ def _train(config: EasyDict, rank: int, world: int, device: torch.device, distri
     if is_main:
         out.mkdir(parents=True, exist_ok=True)
         (out / "samples").mkdir(exist_ok=True)
+        for stale in out.glob(".*.tmp"):  # left by a run killed while writing a file
+            stale.unlink()
         with open(out / "config.json", "w") as f:
             json.dump(_to_plain(config), f, indent=2)
 
@@ -1084,6 +1111,17 @@ def _train(config: EasyDict, rank: int, world: int, device: torch.device, distri
             tqdm.write(f"stage {stage_now} epoch {epoch_now}: {msg} ({seconds:.1f}s)")
         barrier()
 
+    # The stage-2 content loss is built now, so that missing VGG weights stop the run
+    # before stage 1 rather than after it.
+    cfg2 = config.stage2
+    content = None
+    if epochs2 > 0:
+        content = ContentLoss(cfg2.content_loss, vgg_before_activation=cfg2.vgg_before_activation,
+                              vgg_criterion=cfg2.vgg_criterion, vgg_feature_scale=cfg2.vgg_feature_scale,
+                              vgg_weights=config.vgg.weights, vgg_random_init=config.vgg.random_init).to(device)
+        if speed.channels_last:
+            content = content.to(memory_format=torch.channels_last)
+
     # ================================================================ stage 1
     if stage == 1:
         cfg1 = config.stage1
@@ -1098,18 +1136,14 @@ def _train(config: EasyDict, rank: int, world: int, device: torch.device, distri
                 ctx.scaler_g.load_state_dict(ckpt["scaler_g"])
             _set_rng_state(ckpt["rng"])
         g_train = wrap(g_plain)
-        content1 = None
-        if cfg1.pixel_loss not in ("mse", "l1"):
-            content1 = ContentLoss(cfg1.pixel_loss, vgg_weights=config.vgg.weights,
-                                   vgg_random_init=config.vgg.random_init).to(device)
         for epoch in tqdm(range(done + 1, epochs1 + 1), desc="stage 1", disable=not is_main,
                           initial=done, total=epochs1, dynamic_ncols=True):
             sampler.set_epoch(epoch_key(1, epoch))
-            t0 = time.time()
+            t0, lr_now = time.time(), optimizer.param_groups[0]["lr"]
             metrics = train_stage1_epoch(g_train, loader, optimizer, scheduler, ctx, stage=1, epoch=epoch,
-                                         pixel=cfg1.pixel_loss, content=content1)
+                                         pixel=cfg1.pixel_loss)
             end_epoch(1, epoch, metrics, time.time() - t0, {
-                "lr": optimizer.param_groups[0]["lr"],
+                "lr": lr_now,
                 "states": {"discriminator_arch": None, "discriminator": None,
                            "optimizer_g": optimizer.state_dict(), "optimizer_d": None,
                            "scheduler_g": scheduler.state_dict(), "scheduler_d": None,
@@ -1123,15 +1157,9 @@ def _train(config: EasyDict, rank: int, world: int, device: torch.device, distri
         del g_train
 
     # ================================================================ stage 2
-    cfg2 = config.stage2
     if epochs2 > 0:
         adversarial = cfg2.adversarial_weight > 0
         total2 = epochs2 * steps_per_epoch
-        content = ContentLoss(cfg2.content_loss, vgg_before_activation=cfg2.vgg_before_activation,
-                              vgg_criterion=cfg2.vgg_criterion, vgg_feature_scale=cfg2.vgg_feature_scale,
-                              vgg_weights=config.vgg.weights, vgg_random_init=config.vgg.random_init).to(device)
-        if speed.channels_last:
-            content = content.to(memory_format=torch.channels_last)
         optimizer_g = make_adam(g_plain.parameters(), cfg2.lr_g, cfg2.betas)
         scheduler_g = torch.optim.lr_scheduler.MultiStepLR(
             optimizer_g, _milestones(cfg2.lr_milestones, total2), gamma=cfg2.lr_gamma)
@@ -1163,11 +1191,11 @@ def _train(config: EasyDict, rank: int, world: int, device: torch.device, distri
         for epoch in tqdm(range(done + 1, epochs2 + 1), desc="stage 2", disable=not is_main,
                           initial=done, total=epochs2, dynamic_ncols=True):
             sampler.set_epoch(epoch_key(2, epoch))
-            t0 = time.time()
+            t0, lr_now = time.time(), optimizer_g.param_groups[0]["lr"]
             metrics = train_stage2_epoch(g_train, d_train, loader, optimizer_g, optimizer_d, scheduler_g,
                                          scheduler_d, content, ctx, cfg2, stage=2, epoch=epoch)
             end_epoch(2, epoch, metrics, time.time() - t0, {
-                "lr": optimizer_g.param_groups[0]["lr"],
+                "lr": lr_now,
                 "states": {"discriminator_arch": _to_plain(config.model.discriminator) if adversarial else None,
                            "discriminator": d_plain.state_dict() if adversarial else None,
                            "optimizer_g": optimizer_g.state_dict(),
