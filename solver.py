@@ -1051,7 +1051,7 @@ def _train(config: EasyDict, rank: int, world: int, device: torch.device, distri
             g_plain.load_state_dict(ckpt["generator"])
         elif is_main:
             print(f"resume: no checkpoint at {ckpt_path}; starting a new run", flush=True)
-    elif is_main and ckpt_path.is_file():
+    elif ckpt_path.is_file():
         raise FileExistsError(f"{ckpt_path} exists: pass resume=True (--resume) to continue it, "
                               "or choose another output folder")
     if is_main:
@@ -1085,8 +1085,17 @@ def _train(config: EasyDict, rank: int, world: int, device: torch.device, distri
         kw = {"foreach": True} if device.type == "cpu" else {"fused": True}
         return torch.optim.Adam(params, lr=lr, betas=tuple(betas), **kw)
 
-    def end_epoch(stage_now, epoch_now, metrics, seconds, state_extra):
+    def end_epoch(stage_now, epoch_now, metrics, seconds, state_extra, nets):
         """Validate, log, checkpoint (rank 0); all ranks wait for it."""
+        if distributed:
+            # BatchNorm running statistics are per process (buffers are not broadcast, so a
+            # discriminator called twice per step stays valid): average them once per epoch
+            # so that every rank, and the checkpoint, hold the same network.
+            for net in nets:
+                for buf in net.buffers():
+                    if buf.is_floating_point():
+                        dist.all_reduce(buf, op=dist.ReduceOp.SUM)
+                        buf.div_(world)
         if is_main:
             row = {"stage": stage_now, "epoch": epoch_now, "step": ctx.global_step,
                    "lr": state_extra["lr"], "seconds": round(seconds, 3)}
@@ -1148,7 +1157,7 @@ def _train(config: EasyDict, rank: int, world: int, device: torch.device, distri
                            "optimizer_g": optimizer.state_dict(), "optimizer_d": None,
                            "scheduler_g": scheduler.state_dict(), "scheduler_d": None,
                            "scaler_g": ctx.scaler_g.state_dict() if use_scaler else None,
-                           "scaler_d": None}})
+                           "scaler_d": None}}, [g_plain])
         if is_main and epochs1 > 0:
             path = out / "generator_stage1.pth"
             models.save_generator(path, g_plain, stage=1, epochs=epochs1, config=_to_plain(config))
@@ -1203,7 +1212,8 @@ def _train(config: EasyDict, rank: int, world: int, device: torch.device, distri
                            "scheduler_g": scheduler_g.state_dict(),
                            "scheduler_d": scheduler_d.state_dict() if adversarial else None,
                            "scaler_g": ctx.scaler_g.state_dict() if use_scaler else None,
-                           "scaler_d": ctx.scaler_d.state_dict() if use_scaler else None}})
+                           "scaler_d": ctx.scaler_d.state_dict() if use_scaler else None}},
+                      [g_plain] + ([d_plain] if adversarial else []))
         if is_main:
             path = out / "generator_stage2.pth"
             models.save_generator(path, g_plain, stage=2, epochs=epochs2, config=_to_plain(config))
