@@ -231,3 +231,90 @@ def test_bad_inputs():
         imresize(np.zeros((2, 8, 8, 3)), 2)
     with pytest.raises(ValueError, match="HxW"):
         imresize([[1, 2], [3, 4]], 2)
+
+
+# --------------------------------------------------------------- fast path == reference
+def _reference_imresize(img: np.ndarray, scale: float, method: str) -> np.ndarray:
+    """Straight statement of MATLAB's algorithm with the slow reference pass."""
+    is_uint8 = img.dtype == np.uint8
+    x = img.astype(np.float64)
+    in_hw = img.shape[:2]
+    out_hw = [math.ceil(scale * n) for n in in_hw]
+    for axis in (0, 1):  # equal scales: height first
+        idx, w = imr._contributions(in_hw[axis], out_hw[axis], scale, method, method != "nearest")
+        x = imr._resize_axis_reference(x, axis, idx, w)
+        if is_uint8:
+            x = np.clip(np.floor(x + 0.5), 0, 255)
+    return x.astype(np.uint8) if is_uint8 else x
+
+
+@pytest.mark.parametrize("method", ["bicubic", "bilinear", "box", "nearest", "lanczos2", "lanczos3"])
+@pytest.mark.parametrize("scale", [1 / 4, 1 / 3, 0.5, 0.37, 2, 3, 4])
+def test_fast_path_equals_reference(method, scale):
+    """uint8: bit-identical to the tap-by-tap float64 reference; float: to round-off."""
+    img8 = RNG.integers(0, 256, (23, 30, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(imresize(img8, scale, method=method), _reference_imresize(img8, scale, method))
+    imgf = RNG.random((23, 30))
+    np.testing.assert_allclose(imresize(imgf, scale, method=method), _reference_imresize(imgf, scale, method),
+                               rtol=0, atol=1e-12)
+
+
+def test_ties_round_half_away_from_zero():
+    """2.5 -> 3 and 3.5 -> 4 (MATLAB), not to even (numpy's round)."""
+    img = np.array([[2, 3, 3, 4]], np.uint8).repeat(2, 0)
+    out = imresize(img, output_shape=(2, 2), method="box")  # block means 2.5, 3.5
+    np.testing.assert_array_equal(out, [[3, 4], [3, 4]])
+
+
+# --------------------------------------------------------------- torch path
+@pytest.mark.parametrize("scale", [1 / 4, 1 / 3, 0.6, 2, 3.5])
+def test_torch_matches_numpy_float(scale):
+    batch = torch.rand(2, 3, 21, 17)  # odd sizes, batch of 2
+    out = imresize(batch, scale)
+    assert out.dtype == torch.float32 and out.shape == (2, 3, math.ceil(21 * scale), math.ceil(17 * scale))
+    for n in range(2):
+        ref = imresize(batch[n].permute(1, 2, 0).double().numpy(), scale)
+        np.testing.assert_allclose(out[n].permute(1, 2, 0).numpy(), ref, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("method", ["bilinear", "box", "nearest", "lanczos3"])
+def test_torch_other_methods_and_shapes(method):
+    x = torch.rand(3, 12, 19, dtype=torch.float64)  # CxHxW, float64
+    out = imresize(x, output_shape=(5, 40), method=method)
+    assert out.shape == (3, 5, 40) and out.dtype == torch.float64
+    ref = imresize(x.permute(1, 2, 0).numpy(), output_shape=(5, 40), method=method)
+    np.testing.assert_allclose(out.permute(1, 2, 0).numpy(), ref, rtol=0, atol=1e-12)
+
+
+def test_torch_half_and_errors():
+    x = torch.rand(1, 1, 8, 8)
+    out = imr.imresize_torch(x.half(), 0.5)
+    assert out.dtype == torch.float16
+    torch.testing.assert_close(out.float(), imresize(x, 0.5), atol=2e-3, rtol=0)
+    with pytest.raises(ValueError, match="float tensor"):
+        imresize(torch.zeros(1, 3, 8, 8, dtype=torch.uint8), 2)
+    with pytest.raises(ValueError, match="NxCxHxW or CxHxW"):
+        imresize(torch.zeros(8, 8), 2)
+    with pytest.raises(ValueError, match="exactly one"):
+        imresize(torch.zeros(1, 3, 8, 8), 2, output_shape=(4, 4))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_torch_cuda_matches_cpu():
+    x = torch.rand(2, 3, 33, 20)
+    out = imresize(x.cuda(), 1 / 3)
+    assert out.is_cuda
+    torch.testing.assert_close(out.cpu(), imresize(x, 1 / 3), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("scale", [1 / 3, 2.5])
+def test_torch_sparse_engine_used_for_gpu(scale):
+    """The torch-sparse passes used for GPU tensors, run here on CPU tensors."""
+    x = torch.rand(2, 3, 17, 26)
+    planes = x.reshape(6, 17, 26)
+    oh, ow = math.ceil(17 * scale), math.ceil(26 * scale)
+    cpu = torch.device("cpu")
+    mh = imr._torch_matrix(17, oh, scale, "bicubic", True, torch.float32, cpu)
+    mw = imr._torch_matrix(26, ow, scale, "bicubic", True, torch.float32, cpu)
+    out = imr._resize_width_torch(imr._resize_height_torch(planes, mh), mw).view(2, 3, oh, ow)
+    torch.testing.assert_close(out, imresize(x, scale), atol=1e-6, rtol=0)
