@@ -376,7 +376,10 @@ def imresize_torch(
         Tensor of the same dtype, device and number of dimensions, resized over
         ``H`` and ``W``; no rounding or clamping (like the numpy float path, which
         it matches to about 1e-7 in float32). float16/bfloat16 are computed in
-        float32.
+        float32. The result does not track gradients.
+
+    CPU tensors go through the numpy engine (scipy sparse products, zero-copy
+    views in and out); CUDA tensors use torch sparse CSR products on the device.
     """
     if not isinstance(img, torch.Tensor):
         raise ValueError(f"imresize_torch expects a torch.Tensor, got {type(img).__name__}")
