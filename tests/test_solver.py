@@ -430,7 +430,7 @@ def test_vgg_and_esrgan_presets_train_with_a_random_vgg(tiny_lists, tmp_path):
 def test_cli_runs_and_extends_a_run_with_resume(tiny_lists, tmp_path, capsys):
     out = tmp_path / "cli"
     common = ["--train-list", tiny_lists["train"], "--val-list", tiny_lists["val"], "--batch-size", "4",
-              "--patch-size", "16", "--patches-per-image", "4", "--workers", "0", "--device", "cpu", "--threads", "1",
+              "--patch-size", "16", "--patches-per-image", "4", "--workers", "0", "--device", "cpu", "--threads", "1", "--compile", "off",
               "--set", "model.generator.kwargs.n_blocks=1", "model.generator.kwargs.channels=8"]
     assert solver.main(["--preset", "mse", "--out", str(out), "--epochs", "1", *common]) == 0
     # continue the same run for one more epoch: only --out, --resume and the new length
