@@ -309,9 +309,9 @@ BASE_CONFIG: dict[str, Any] = {
     "speed": {
         "channels_last": True,   # NHWC activations: faster convolutions on CPU and GPU
         "amp": "auto",           # "auto" (bf16 if supported else fp16, CUDA only), "bf16", "fp16", "off"
-        "compile": "auto",       # torch.compile G and D: True, False, or "auto" = on CUDA, and on
-                                 # the CPU when a C compiler works (~1 min to compile, then ~30%
-                                 # faster steps on CPU; see benchmarks/bench_train.py)
+        "compile": "auto",       # torch.compile G and D: True, False, or "auto" = on CUDA only
+                                 # (on a 2-core CPU it made steps no faster and costs ~1 min
+                                 # of compiling; see benchmarks/bench_train.py)
         "threads": None,         # torch.set_num_threads (None: leave PyTorch's default)
         "cudnn_benchmark": True,
     },
@@ -1052,8 +1052,10 @@ def _train(config: EasyDict, rank: int, world: int, device: torch.device, distri
     config.runtime = {"device": str(device), "world_size": world, "steps_per_epoch": steps_per_epoch,
                       "stage1_epochs": epochs1, "stage2_epochs": epochs2, "n_train_patches": len(train_set),
                       "torch": str(torch.__version__)}
-    use_compile = speed.compile is True or (speed.compile == "auto" and (
-        device.type == "cuda" or c_compiler_available()))
+    use_compile = speed.compile is True or (speed.compile == "auto" and device.type == "cuda")
+    if use_compile and device.type == "cpu" and not c_compiler_available():
+        raise RuntimeError("speed.compile=True on the CPU needs a working C compiler (set CC or install "
+                           "gcc), or train without it: speed.compile=False (--compile off)")
     config.runtime["compile"] = use_compile
 
     # ---- generator
@@ -1281,7 +1283,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device")
     p.add_argument("--amp", dest="speed.amp", choices=["auto", "bf16", "fp16", "off"])
     p.add_argument("--compile", dest="speed.compile", choices=["auto", "on", "off"],
-                   help="torch.compile the networks (default auto: CUDA, or CPU with a C compiler)")
+                   help="torch.compile the networks (default auto: on CUDA only)")
     p.add_argument("--threads", type=int, dest="speed.threads")
     p.add_argument("--val-max-images", type=int, dest="data.val_max_images")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",

@@ -27,11 +27,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -41,17 +38,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import models  # noqa: E402
 import solver  # noqa: E402
-
-
-def compiler_works() -> bool:
-    """True when a C compiler can build a trivial program (inductor needs one on the CPU)."""
-    cc = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
-    if cc is None:
-        return False
-    with tempfile.TemporaryDirectory() as d:
-        src = Path(d) / "t.c"
-        src.write_text("int main(void){return 0;}\n")
-        return subprocess.run([cc, str(src), "-o", str(Path(d) / "t")], capture_output=True).returncode == 0
 
 
 def make_ctx(device: torch.device, amp: str, channels_last: bool) -> solver.TrainContext:
@@ -151,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     devices = ["cpu", "cuda"] if args.device == "all" else [args.device]
     devices = [d for d in devices if d == "cpu" or torch.cuda.is_available()]
-    cc = compiler_works()
+    cc = solver.c_compiler_available()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, mkldnn "
           f"{torch.backends.mkldnn.is_available()}, C compiler {'ok' if cc else 'missing'}; "
           f"load average {os.getloadavg()[0]:.2f} (cores: {os.cpu_count()})")
