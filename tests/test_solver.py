@@ -196,6 +196,19 @@ def test_existing_run_is_not_overwritten_without_resume(tiny_lists, tmp_path):
     solver.train(cfg)
     with pytest.raises(FileExistsError, match="resume"):
         solver.train(cfg)
+    assert not (tmp_path / "run" / "train.lock").exists()
+
+
+def test_two_runs_cannot_share_a_folder(tiny_lists, tmp_path):
+    pytest.importorskip("fcntl")
+    cfg = tiny_config(tiny_lists, tmp_path / "run", preset="mse", stage1={"epochs": 1})
+    holder = solver._lock_run_folder(tmp_path / "run")  # as if another process were training there
+    try:
+        with pytest.raises(RuntimeError, match="another training run"):
+            solver.train(cfg)
+    finally:
+        holder.close()
+    solver.train(cfg)  # free again
 
 
 def test_same_seed_same_weights_and_workers_do_not_change_the_data(tiny_lists, tmp_path):
