@@ -111,7 +111,7 @@ def test_every_preset_builds_a_config_with_the_papers_schedule():
 def test_make_config_overrides_and_typos():
     cfg = solver.make_config("mse", "quick", seed=3, stage1={"epochs": 5}, **{"data.batch_size": 2})
     assert (cfg.seed, cfg.stage1.epochs, cfg.data.batch_size) == (3, 5, 2)
-    assert cfg.stage1.lr == 1e-4  # untouched siblings keep their defaults
+    assert cfg.stage1.lr == solver.make_config("mse", "quick").stage1.lr  # untouched siblings keep theirs
     with pytest.raises(KeyError, match="stage1.epoch"):
         solver.make_config("mse", stage1={"epoch": 5})
     with pytest.raises(ValueError, match="unknown preset"):
@@ -170,8 +170,9 @@ def test_two_stage_run_writes_every_output(tiny_lists, tmp_path):
     assert rows[0]["loss_d"] == "" and rows[0]["d_real"] == ""
     for r in rows[2:]:
         assert 0 < float(r["d_real"]) < 1 and 0 < float(r["d_fake"]) < 1 and float(r["loss_d"]) > 0
-    # lr 1e-4, dropped to 1e-5 for the second half of stage 2 (MultiStepLR)
-    assert [float(r["lr"]) for r in rows] == pytest.approx([1e-4, 1e-4, 1e-4, 1e-5])
+    # stage 2: lr 1e-4, dropped to 1e-5 for the second half (MultiStepLR)
+    lr1 = cfg.stage1.lr
+    assert [float(r["lr"]) for r in rows] == pytest.approx([lr1, lr1, 1e-4, 1e-5])
 
     # The checkpoint is safe to load (weights_only) and models.load_generator reads it.
     ckpt = torch.load(out / "checkpoint.pth", map_location="cpu", weights_only=True)
