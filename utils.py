@@ -602,7 +602,7 @@ def load_generator_checked(path: PathLike, scale: int, device: str | torch.devic
     if not path.is_file():
         raise FileNotFoundError(
             f"no generator checkpoint at {path}. Run train.ipynb first (it writes "
-            f"runs/quick/generator_stage1.pth and generator_stage2.pth), or copy the shipped "
+            f"runs/<name>/generator_stage1.pth and generator_stage2.pth), or copy the shipped "
             f"weights into checkpoints/, then re-run this cell.")
     model = models.load_generator(path, device=device)
     model_scale = getattr(model, "scale", None)
