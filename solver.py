@@ -528,8 +528,13 @@ def _check_finite(losses: dict[str, torch.Tensor], stage: int, epoch: int, step:
 
 def _unwrap(model: nn.Module) -> nn.Module:
     """The plain module inside DDP / torch.compile wrappers (whose state_dict we save)."""
-    model = getattr(model, "module", model)
-    return getattr(model, "_orig_mod", model)
+    while True:
+        if hasattr(model, "_orig_mod"):  # torch.compile
+            model = model._orig_mod
+        elif isinstance(model, nn.parallel.DistributedDataParallel):
+            model = model.module
+        else:
+            return model
 
 
 class TrainContext(EasyDict):
@@ -654,18 +659,19 @@ def train_stage2_epoch(generator: nn.Module, discriminator: nn.Module | None, lo
             sums["d_fake"] += d_fake
 
         # 3. Generator step: content (+ adversarial, pixel, TV); D frozen.
+        if adversarial:
+            for p in d_plain.parameters():
+                p.requires_grad_(False)
         terms: dict[str, torch.Tensor] = {}
-        with _autocast(ctx):
+        srf = sr.float()
+        with _autocast(ctx):  # the VGG of a perceptual loss runs in mixed precision too
+            terms["loss_content"] = content(srf, hr)
             if adversarial:
-                for p in d_plain.parameters():
-                    p.requires_grad_(False)
                 fake_logits_g = d_plain(sr)
                 real_logits_g = None
                 if cfg2.gan_type == "ragan":
                     with torch.no_grad():
                         real_logits_g = d_plain(hr)
-        srf = sr.float()
-        terms["loss_content"] = content(srf, hr)
         loss_g = cfg2.content_weight * terms["loss_content"]
         if adversarial:
             terms["loss_adv"] = gan_g_loss(fake_logits_g, real_logits_g, cfg2.gan_type)
@@ -1148,11 +1154,11 @@ def _train(config: EasyDict, rank: int, world: int, device: torch.device, distri
     result = {"out": str(out), "log": log, "generator": None, "checkpoint": str(ckpt_path)}
 
     def wrap(model):
-        if use_compile:
-            model = torch.compile(model)
         if distributed:
             model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None,
                         broadcast_buffers=False)
+        if use_compile:  # after DDP, as PyTorch recommends (DDP-aware graph breaks)
+            model = torch.compile(model)
         return model
 
     def make_adam(params, lr, betas):
