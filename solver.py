@@ -27,6 +27,7 @@ Files written in ``config.out``
 ``curves.png``          training curves, redrawn after every epoch.
 ``samples/``            a few validation images super-resolved after every epoch.
 ``config.json``         the resolved configuration (human readable copy).
+``train.lock``          exists while a run is using the folder (a second run there is refused).
 
 Checkpoint format (``checkpoint.pth``, format_version 1; kept stable across versions)
 --------------------------------------------------------------------------------------
@@ -1335,13 +1336,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--amp", dest="speed.amp", choices=["auto", "bf16", "fp16", "off"])
     p.add_argument("--compile", dest="speed.compile", choices=["auto", "on", "off"],
                    help="torch.compile the networks (default auto: on CUDA only)")
-    p.add_argument("--threads", type=int, dest="speed.threads")
+    p.add_argument("--threads", type=int, dest="speed.threads",
+                   help="CPU threads; on a CPU shared with other busy programs use 1: several "
+                        "threads then wait on each other and steps can get many times slower")
     p.add_argument("--val-max-images", type=int, dest="data.val_max_images")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="any other setting, dotted key and JSON value, e.g. stage2.tv_weight=2e-8")
-    for action in p._actions:
-        if action.dest not in ("help", "set", "epochs", "lr", "resume") and action.default is None:
-            action.default = None
+    for action in p._actions:  # readable metavars for the dotted destinations
+        if "." in action.dest and action.metavar is None and action.nargs != 0 and not action.choices:
+            action.metavar = action.dest.rsplit(".", 1)[1].upper()
     return p.parse_args(argv)
 
 
