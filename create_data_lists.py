@@ -52,7 +52,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from utils import IMAGE_EXTENSIONS, ImageReadError, PathLike, modcrop, read_image, save_image
+from utils import IMAGE_EXTENSIONS, ImageReadError, PathLike, atomic_write, modcrop, read_image, save_image
 
 # Default locations (relative to the working directory, normally the repository root).
 DATA_ROOT = "data"
@@ -117,11 +117,8 @@ def load_data_list(path: PathLike) -> dict:
 
 def write_data_list(path: PathLike, name: str, scale: int, images: list[dict]) -> None:
     """Write a list (see :func:`load_data_list`) atomically; ``images`` are dicts name/hr/lr."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps({"name": name, "scale": scale, "images": images}, indent=1) + "\n")
-    os.replace(tmp, path)
+    text = json.dumps({"name": name, "scale": scale, "images": images}, indent=1) + "\n"
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
 # --------------------------------------------------------------------------- scanning folders

@@ -33,13 +33,14 @@ import inspect
 import math
 import os
 import pickle
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from utils import atomic_write
 
 PathLike = str | os.PathLike
 
@@ -653,16 +654,7 @@ def save_generator(path: PathLike, model: nn.Module, **extra: Any) -> Path:
     net = _unwrap(model)
     checkpoint = {"arch": generator_arch(net), "generator": net.state_dict(), **extra}
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(checkpoint, f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    atomic_write(path, lambda tmp: torch.save(checkpoint, tmp))
     return path
 
 

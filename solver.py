@@ -76,6 +76,7 @@ from tqdm.auto import tqdm
 
 import models
 from datasets import EvalDataset, TrainDataset
+from utils import atomic_write
 
 CHECKPOINT_FORMAT = 1
 
@@ -779,27 +780,9 @@ def _set_rng_state(state: dict) -> None:
     random.setstate((p[0], tuple(p[1]), p[2]))
 
 
-def _default_file_mode() -> int:
-    """0o666 minus the umask: the permissions ``open()`` would give (mkstemp gives 0o600)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` to a temp file in the same folder, then ``os.replace``: never partial."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        os.chmod(tmp, _default_file_mode())
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    """``torch.save`` through ``utils.atomic_write``: the file is never partial."""
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
@@ -825,20 +808,13 @@ LOG_COLUMNS = ["stage", "epoch", "step", "lr", "loss_g", "loss_content", "loss_a
 
 def write_log_csv(rows: list[dict], path: str | os.PathLike) -> None:
     """Write the per-epoch log rows to ``path`` (atomically); missing values are empty."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, _default_file_mode())
-        with os.fdopen(fd, "w", newline="") as f:
+    def write(tmp: str) -> None:
+        with open(tmp, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=LOG_COLUMNS, extrasaction="ignore")
             writer.writeheader()
             for row in rows:
                 writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in LOG_COLUMNS})
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    atomic_write(path, write)
 
 
 def plot_curves(rows: list[dict], path: str | os.PathLike) -> None:
@@ -890,17 +866,7 @@ def plot_curves(rows: list[dict], path: str | os.PathLike) -> None:
         if ax is not axes[2] and ax.get_legend_handles_labels()[0]:
             ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp.png")
-    os.close(fd)
-    try:
-        os.chmod(tmp, _default_file_mode())
-        fig.savefig(tmp, dpi=80)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=80, format="png"))
 
 
 # ---------------------------------------------------------------------- setup helpers

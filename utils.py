@@ -13,9 +13,10 @@ Conventions (the one place they are defined; every module follows them):
 from __future__ import annotations
 
 import os
-import tempfile
+import uuid
 import warnings
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -90,25 +91,36 @@ def _pil_to_array(im: Image.Image, keep_gray: bool) -> np.ndarray:
     return np.asarray(im.convert("RGB")).copy()  # CMYK, YCbCr, LAB, HSV, F, ...
 
 
-def save_image(img: np.ndarray, path: PathLike) -> None:
-    """Write a ``uint8`` ``HxWx3``/``HxW`` image atomically (temp file + rename).
+def atomic_write(path: PathLike, write: Callable[[str], None]) -> Path:
+    """Call ``write(tmp_path)``, then move the finished file to ``path``; returns ``path``.
 
-    The format follows the extension; use ``.png`` for lossless output. A crash
-    mid-write never leaves a partial file at ``path``.
+    The one place the kit writes files: the temporary file sits in the destination
+    folder (so ``os.replace`` is atomic), parents are created, and an error or Ctrl-C
+    mid-write removes the temporary file, so ``path`` is either the old file or the new
+    one, never a partial one. Not ``mkstemp``: that would make files private (0600).
     """
-    if img.dtype != np.uint8 or img.ndim not in (2, 3):
-        raise ValueError(f"save_image expects uint8 HxW or HxWx3, got {img.dtype} {img.shape}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    os.close(fd)
+    tmp = str(path.parent / f".{path.stem}.{uuid.uuid4().hex[:12]}.tmp{path.suffix}")
     try:
-        Image.fromarray(img).save(tmp)
+        write(tmp)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+    return path
+
+
+def save_image(img: np.ndarray, path: PathLike) -> None:
+    """Write a ``uint8`` ``HxWx3``/``HxW`` image atomically (see :func:`atomic_write`).
+
+    The format follows the extension; use ``.png`` for lossless output.
+    """
+    if img.dtype != np.uint8 or img.ndim not in (2, 3):
+        raise ValueError(f"save_image expects uint8 HxW or HxWx3, got {img.dtype} {img.shape}")
+    fmt = Image.registered_extensions().get(Path(path).suffix.lower())
+    atomic_write(path, lambda tmp: Image.fromarray(img).save(tmp, format=fmt))
 
 
 def img2tensor(img: np.ndarray) -> torch.Tensor:
@@ -726,27 +738,9 @@ def markdown_table(header: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
-def _atomic_write(path: PathLike, write: "Callable[[str], None]") -> Path:
-    """Call ``write(tmp_path)`` then move the finished file to ``path`` (parents created)."""
-    import uuid
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Not mkstemp: that makes the file private (0600); this one gets the usual permissions.
-    tmp = str(path.parent / f".{path.stem}.{uuid.uuid4().hex[:12]}.tmp{path.suffix}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
-
-
 def save_text(text: str, path: PathLike) -> Path:
     """Write a UTF-8 text file (Markdown report, ...) atomically; returns ``path``."""
-    return _atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
 def save_csv(rows: list[dict], path: PathLike, columns: list[str] | None = None) -> Path:
@@ -766,13 +760,13 @@ def save_csv(rows: list[dict], path: PathLike, columns: list[str] | None = None)
             writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
             writer.writeheader()
             writer.writerows(rows)
-    return _atomic_write(path, write)
+    return atomic_write(path, write)
 
 
 def save_figure(fig, path: PathLike, dpi: int = 100) -> Path:
     """Save a matplotlib figure atomically (format from the extension, e.g. ``.png``)."""
     fmt = Path(path).suffix.lstrip(".") or "png"
-    return _atomic_write(path, lambda tmp: fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight"))
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight"))
 
 
 def detail_crop(img: np.ndarray, size: int) -> tuple[slice, slice]:
@@ -870,7 +864,7 @@ def show_figure(fig, path: PathLike | None = None, dpi: int = 100, display_dpi: 
     try:
         png = render(dpi)
         if path is not None:
-            _atomic_write(path, lambda tmp: Path(tmp).write_bytes(png))
+            atomic_write(path, lambda tmp: Path(tmp).write_bytes(png))
         if display_dpi is not None and display_dpi != dpi:
             png = render(display_dpi)
     finally:

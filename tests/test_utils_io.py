@@ -103,3 +103,26 @@ def test_save_read_tensor_roundtrip(tmp_path, rgb):
     assert np.array_equal(back, rgb)
     assert np.array_equal(tensor2img(img2tensor(back)), rgb)
     assert modcrop(back, 5).shape == (15, 10, 3)
+
+
+def test_atomic_write_normal_permissions_and_no_partial_file(tmp_path):
+    import os
+    import stat
+
+    from utils import atomic_write, save_image
+
+    target = tmp_path / "sub" / "img.png"
+    save_image(np.zeros((4, 5, 3), np.uint8), target)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~umask  # mkstemp would give 0o600
+
+    def failing(tmp):
+        with open(tmp, "w") as f:
+            f.write("half")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        atomic_write(target, failing)
+    assert read_image(target).shape == (4, 5, 3)  # the old file survives intact
+    assert sorted(p.name for p in target.parent.iterdir()) == ["img.png"]  # no temp left behind
