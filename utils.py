@@ -12,11 +12,12 @@ Conventions (the one place they are defined; every module follows them):
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 import warnings
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -332,6 +333,21 @@ def _check_lr(lr: np.ndarray, fn_name: str) -> None:
         raise ValueError(f"{fn_name}: lr is empty (shape {lr.shape})")
 
 
+@contextlib.contextmanager
+def _exact_fp32() -> Iterator[None]:
+    """Turn off TF32 for convolutions and matmuls inside the block (restored after).
+
+    On Ampere+ GPUs cuDNN convolutions default to TF32 (10-bit mantissa), which moves
+    PSNR in the last printed digits; reported numbers are computed in true fp32, as on CPU.
+    """
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
 def super_resolve(
     model: torch.nn.Module,
     lr: np.ndarray,
@@ -409,7 +425,7 @@ def super_resolve(
     was_training = model.training
     model.eval()
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), _exact_fp32():
             if tile is None or (tile >= h and tile >= w):
                 sr = run(rgb)
             else:

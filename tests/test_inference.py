@@ -181,3 +181,32 @@ def test_evaluate_bicubic_reproduces_matlab_set5_x4(benchmark_dir, reference_dir
     rows = evaluate(None, data, scale=4, progress=False)
     assert np.mean([r["psnr"] for r in rows]) == pytest.approx(np.mean([float(r["bicubic_psnr"]) for r in ref]), abs=1e-3)
     assert np.mean([r["ssim"] for r in rows]) == pytest.approx(np.mean([float(r["bicubic_ssim"]) for r in ref]), abs=1e-4)
+
+
+def test_super_resolve_runs_without_tf32_and_restores_flags():
+    """Reported numbers must be true fp32 on GPUs too: TF32 is off during inference only."""
+    import torch
+
+    from utils import super_resolve
+
+    seen = []
+
+    class Probe(torch.nn.Module):
+        scale = 2
+
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, x):
+            seen.append((torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32))
+            return torch.nn.functional.interpolate(x, scale_factor=2, mode="nearest")
+
+    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        super_resolve(Probe(), np.zeros((6, 5, 3), np.uint8))
+        assert seen == [(False, False)]
+        assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == (True, True)
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
