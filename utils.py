@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import uuid
 import warnings
 from pathlib import Path
@@ -583,22 +584,27 @@ def find_checkpoints(root: PathLike = ".", scale: int = 4) -> dict[str, Path | N
     return {kind: found[kind] for kind in CHECKPOINT_KINDS}
 
 
-def model_label(kind: str, model: torch.nn.Module) -> str:
+def model_label(kind: str, model: torch.nn.Module, path: PathLike | None = None) -> str:
     """Display name of a generator found by :func:`find_checkpoints`.
 
     Args:
         kind: ``"psnr"`` (stage 1, pixel loss) or ``"gan"`` (stage 2).
         model: the loaded network.
+        path: its checkpoint; when given and not a shipped file, " (local run)" is added,
+            so a short quick-profile run is never shown as if it were the real SRGAN.
 
     Returns:
         ``"SRResNet"`` / ``"SRGAN"`` for the SRGAN paper's network, ``"RRDB-PSNR"`` /
-        ``"ESRGAN"`` for ESRGAN's ``RRDBNet``.
+        ``"ESRGAN"`` for ESRGAN's ``RRDBNet`` (plus `` (local run)`` as above).
     """
     if kind not in CHECKPOINT_KINDS:
         raise ValueError(f"kind must be one of {CHECKPOINT_KINDS}, got {kind!r}")
     rrdb = type(getattr(model, "module", model)).__name__ == "RRDBNet"
-    return {("psnr", False): "SRResNet", ("gan", False): "SRGAN",
-            ("psnr", True): "RRDB-PSNR", ("gan", True): "ESRGAN"}[kind, rrdb]
+    label = {("psnr", False): "SRResNet", ("gan", False): "SRGAN",
+             ("psnr", True): "RRDB-PSNR", ("gan", True): "ESRGAN"}[kind, rrdb]
+    if path is not None and not is_shipped_checkpoint(path):
+        label += " (local run)"
+    return label
 
 
 def is_shipped_checkpoint(path: PathLike) -> bool:
@@ -962,9 +968,9 @@ def prepare_test_lists(lists_dir: PathLike = "data/lists", scale: int = 4, data_
 def sr_filename(image: str, label: str, scale: int) -> str:
     """File name of an SR result: ``sr_filename("baby", "SRGAN", 4)`` -> ``"baby_srgan_x4.png"``.
 
-    The method label is lower-cased and characters other than letters and digits become ``-``.
+    The method label is lower-cased and each run of characters other than letters and digits becomes ``-``.
     """
-    method = "".join(c if c.isalnum() else "-" for c in label.lower()).strip("-") or "model"
+    method = re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-") or "model"
     return f"{image}_{method}_x{scale}.png"
 
 

@@ -311,3 +311,16 @@ def test_save_sr_set_writes_nothing_on_error(tmp_path):
     with pytest.raises(ValueError, match="same file names"):
         utils.save_sr_set(dataset, {"SR GAN": None, "sr-gan": None}, tmp_path / "sr", 4, progress=False)
     assert not (tmp_path / "sr").exists()
+
+
+def test_local_runs_are_labelled_as_such(tmp_path):
+    """A quick local run must never be shown as if it were the shipped/real model."""
+    import models
+    from utils import model_label, sr_filename
+
+    net = models.SRResNet(scale=4, n_blocks=1, channels=8)
+    local = models.save_generator(tmp_path / "runs" / "quick" / "generator_stage2.pth", net)
+    assert model_label("gan", net) == "SRGAN"
+    assert model_label("gan", net, local) == "SRGAN (local run)"
+    assert model_label("psnr", net, "checkpoints/srresnet_x4.pth") == "SRResNet"
+    assert sr_filename("baby", "SRGAN (local run)", 4) == "baby_srgan-local-run_x4.png"
