@@ -630,7 +630,7 @@ def load_generator_checked(path: PathLike, scale: int, device: str | torch.devic
         ValueError: not a readable generator checkpoint, or a generator of another scale.
         RuntimeError: weights that do not fit the architecture recorded in the checkpoint.
     """
-    import models  # local import: models is the heavier module and imports nothing from here
+    import models  # local import: models imports utils (atomic_write), so not at module top
 
     path = Path(path)
     if not path.is_file():
@@ -690,7 +690,7 @@ def load_sr_input(path: PathLike, scale: int, is_hr: bool = True) -> tuple[np.nd
         FileNotFoundError / ImageReadError: missing or undecodable file (message says what to do).
         ValueError: the LR image would be smaller than ``MIN_LR_SIDE`` pixels.
     """
-    from imresize import imresize  # local import: imresize imports nothing from here either
+    from imresize import imresize  # local import: keeps "import utils" light (scipy is only needed here)
 
     path = Path(path)
     try:
