@@ -461,6 +461,22 @@ def config_from_checkpoint(path: str | os.PathLike, **overrides: Any) -> EasyDic
 # =====================================================================================
 
 
+def _apply_lr_change(optimizer: torch.optim.Optimizer, scheduler: Any, saved_lr: float, lr: float,
+                     name: str) -> None:
+    """On resume: if the config's lr differs from the checkpoint's, use it from the next step.
+
+    The saved optimizer/scheduler states would otherwise keep the old rate. Milestones still
+    to come multiply the new rate by ``lr_gamma`` as usual; past ones are not re-applied.
+    """
+    if float(saved_lr) == float(lr):
+        return
+    for group in optimizer.param_groups:
+        group["lr"] = group["initial_lr"] = float(lr)
+    scheduler.base_lrs = [float(lr)] * len(optimizer.param_groups)
+    scheduler._last_lr = [float(lr)] * len(optimizer.param_groups)
+    print(f"resume: {name} lr {saved_lr:g} -> {lr:g} from step {scheduler.last_epoch} on", flush=True)
+
+
 class SeededSampler(Sampler):
     """Yields ``(index, seed)`` pairs: the epoch's shuffled indices, each with its own seed.
 
@@ -1188,6 +1204,7 @@ def _train(config: EasyDict, rank: int, world: int, device: torch.device, distri
         if ckpt is not None and ckpt["stage"] == 1:
             optimizer.load_state_dict(ckpt["optimizer_g"])
             scheduler.load_state_dict(ckpt["scheduler_g"])
+            _apply_lr_change(optimizer, scheduler, ckpt["config"]["stage1"]["lr"], cfg1.lr, "stage 1")
             if ckpt.get("scaler_g"):
                 ctx.scaler_g.load_state_dict(ckpt["scaler_g"])
             _set_rng_state(ckpt["rng"])
@@ -1233,12 +1250,15 @@ def _train(config: EasyDict, rank: int, world: int, device: torch.device, distri
         if ckpt is not None and ckpt["stage"] == 2:
             optimizer_g.load_state_dict(ckpt["optimizer_g"])
             scheduler_g.load_state_dict(ckpt["scheduler_g"])
+            _apply_lr_change(optimizer_g, scheduler_g, ckpt["config"]["stage2"]["lr_g"], cfg2.lr_g, "generator")
             if ckpt.get("scaler_g"):
                 ctx.scaler_g.load_state_dict(ckpt["scaler_g"])
             if adversarial:
                 d_plain.load_state_dict(ckpt["discriminator"])
                 optimizer_d.load_state_dict(ckpt["optimizer_d"])
                 scheduler_d.load_state_dict(ckpt["scheduler_d"])
+                _apply_lr_change(optimizer_d, scheduler_d, ckpt["config"]["stage2"]["lr_d"], cfg2.lr_d,
+                                 "discriminator")
                 if ckpt.get("scaler_d"):
                     ctx.scaler_d.load_state_dict(ckpt["scaler_d"])
             _set_rng_state(ckpt["rng"])
@@ -1294,7 +1314,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--patch-size", type=int, dest="data.patch_size")
     p.add_argument("--patches-per-image", type=int, dest="data.patches_per_image")
     p.add_argument("--workers", type=int, dest="data.workers")
-    p.add_argument("--lr", type=float, default=None, help="learning rate of every optimiser")
+    p.add_argument("--lr", type=float, default=None, help="learning rate of every optimiser; with "
+                   "--resume it replaces the saved rate from the next step on")
     p.add_argument("--pretrained", default=None, help="generator checkpoint: skip stage 1")
     p.add_argument("--vgg-weights", dest="vgg.weights")
     p.add_argument("--seed", type=int)

@@ -457,3 +457,35 @@ def test_cli_runs_and_extends_a_run_with_resume(tiny_lists, tmp_path, capsys):
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["preset"] == "mse" and cfg["profile"] == "full" and cfg["stage1"]["epochs"] == 2
     assert cfg["stage1"]["lr"] == 1e-4 and cfg["data"]["patch_size"] == 16
+
+
+def test_lr_given_on_resume_replaces_the_saved_rate(tiny_lists, tmp_path, capsys):
+    # stage 1, through the command line: 1 epoch at the preset's lr, then --resume --lr
+    out = tmp_path / "cli"
+    common = ["--train-list", tiny_lists["train"], "--val-list", tiny_lists["val"], "--batch-size", "4",
+              "--patch-size", "16", "--patches-per-image", "4", "--workers", "0", "--device", "cpu",
+              "--threads", "1", "--compile", "off",
+              "--set", "model.generator.kwargs.n_blocks=1", "model.generator.kwargs.channels=8"]
+    assert solver.main(["--preset", "mse", "--out", str(out), "--epochs", "1", *common]) == 0
+    assert solver.main(["--out", str(out), "--resume", "--epochs", "3", "--lr", "2e-5"]) == 0
+    assert "stage 1 lr 0.0001 -> 2e-05" in capsys.readouterr().out
+    rows = _read_csv(out / "log.csv")
+    assert [float(r["lr"]) for r in rows] == [1e-4, 2e-5, 2e-5]
+    ckpt = torch.load(out / "checkpoint.pth", map_location="cpu", weights_only=True)
+    assert ckpt["optimizer_g"]["param_groups"][0]["lr"] == 2e-5
+    assert ckpt["config"]["stage1"]["lr"] == 2e-5
+    # resuming again with the same rate changes nothing and says nothing
+    assert solver.main(["--out", str(out), "--resume", "--epochs", "4"]) == 0
+    assert "->" not in capsys.readouterr().out
+    assert float(_read_csv(out / "log.csv")[-1]["lr"]) == 2e-5
+
+    # stage 2: generator and discriminator rates each follow their own setting
+    cfg = tiny_config(tiny_lists, tmp_path / "gan", stage2={"epochs": 1})
+    solver.train(cfg)
+    cfg = tiny_config(tiny_lists, tmp_path / "gan", stage2={"epochs": 2, "lr_g": 3e-5, "lr_d": 7e-5})
+    cfg.resume = True
+    solver.train(cfg)
+    ckpt = torch.load(tmp_path / "gan" / "checkpoint.pth", map_location="cpu", weights_only=True)
+    assert ckpt["optimizer_g"]["param_groups"][0]["lr"] == pytest.approx(3e-5)
+    assert ckpt["optimizer_d"]["param_groups"][0]["lr"] == pytest.approx(7e-5)
+    assert float(_read_csv(tmp_path / "gan" / "log.csv")[-1]["lr"]) == pytest.approx(3e-5)
