@@ -308,6 +308,40 @@ def calculate_ssim(img: np.ndarray, ref: np.ndarray, crop_border: int, test_y_ch
     return float(np.mean([_ssim_single(a, b) for a, b in pairs]))
 
 
+
+def _sobel_magnitude(a: np.ndarray) -> np.ndarray:
+    """Sobel gradient magnitude of a float 2-D array ('valid': 2 pixels smaller per side pair)."""
+    gx = (a[:-2, 2:] + 2 * a[1:-1, 2:] + a[2:, 2:]) - (a[:-2, :-2] + 2 * a[1:-1, :-2] + a[2:, :-2])
+    gy = (a[2:, :-2] + 2 * a[2:, 1:-1] + a[2:, 2:]) - (a[:-2, :-2] + 2 * a[:-2, 1:-1] + a[:-2, 2:])
+    return np.hypot(gx, gy)
+
+
+def calculate_sharpness(img: np.ndarray, ref: np.ndarray, crop_border: int) -> float:
+    """Fine detail of ``img`` relative to ``ref``: mean Sobel gradient magnitude, img / ref.
+
+    Computed on the same pixels as PSNR and SSIM (Y channel of :func:`rgb2y`, ``crop_border``
+    shaved). 1.0: as much edge contrast and texture as the HR image; below 1: blurrier
+    (bicubic, MSE-trained networks); GAN results come closer to 1, or above it with noise.
+    It measures the *amount* of detail, not whether it is the right detail (PSNR and SSIM
+    do that), and is not part of the MATLAB protocol: it is the kit's own measure, used to
+    check that the GAN generator is sharper than the PSNR one.
+
+    Args:
+        img: ``uint8`` ``HxW`` or ``HxWx3`` RGB, e.g. the SR result.
+        ref: ``uint8`` image of the same shape, the ground truth HR.
+        crop_border: pixels shaved from each side before scoring; use ``scale``.
+
+    Returns:
+        the ratio (float >= 0); NaN when ``ref`` is flat (no gradient at all).
+    """
+    pairs = _metric_channels(img, ref, crop_border, True, "calculate_sharpness")
+    if min(pairs[0][0].shape) < 3:
+        raise ValueError("calculate_sharpness: the cropped image is smaller than the 3x3 Sobel window")
+    num = sum(float(_sobel_magnitude(a).mean()) for a, _ in pairs)
+    den = sum(float(_sobel_magnitude(b).mean()) for _, b in pairs)
+    return float("nan") if den == 0 else num / den
+
+
 # --------------------------------------------------------------------------- inference
 def _model_scale(model: torch.nn.Module) -> int:
     """The integer ``scale`` attribute of a network (looking inside DataParallel/DDP wrappers)."""
@@ -495,8 +529,8 @@ def evaluate(
 
     Returns:
         One dict per image, in dataset order: ``{"name": str, "psnr": float (dB),
-        "ssim": float, "seconds": float}`` where ``seconds`` is the wall time of the
-        super-resolution alone (not the scoring).
+        "ssim": float, "sharpness": float (:func:`calculate_sharpness`), "seconds": float}``
+        where ``seconds`` is the wall time of the super-resolution alone (not the scoring).
 
     Raises:
         ValueError: the model's scale differs from ``scale``, or an SR result's shape
@@ -525,6 +559,7 @@ def evaluate(
             "name": name,
             "psnr": calculate_psnr(sr, hr, crop_border=scale),
             "ssim": calculate_ssim(sr, hr, crop_border=scale),
+            "sharpness": calculate_sharpness(sr, hr, crop_border=scale),
             "seconds": seconds,
         })
     return rows
@@ -717,20 +752,19 @@ def mean_metrics(rows: list[dict]) -> dict[str, float]:
     """Average the per-image rows of ``evaluate``.
 
     Args:
-        rows: dicts with at least ``"psnr"``, ``"ssim"``, ``"seconds"``.
+        rows: dicts with at least ``"psnr"``, ``"ssim"``, ``"seconds"`` (and
+            ``"sharpness"``, averaged when every row has it).
 
     Returns:
         ``{"psnr": dB, "ssim": float, "seconds": per image, "images": count}`` (means over
-        images, as papers report them; NaN for an empty list).
+        images, as papers report them; NaN for an empty list), plus ``"sharpness"``.
     """
+    keys = ["psnr", "ssim", "seconds"]
+    if rows and all("sharpness" in r for r in rows):
+        keys.insert(2, "sharpness")
     if not rows:
-        return {"psnr": float("nan"), "ssim": float("nan"), "seconds": float("nan"), "images": 0}
-    return {
-        "psnr": float(np.mean([r["psnr"] for r in rows])),
-        "ssim": float(np.mean([r["ssim"] for r in rows])),
-        "seconds": float(np.mean([r["seconds"] for r in rows])),
-        "images": len(rows),
-    }
+        return {**{k: float("nan") for k in keys}, "images": 0}
+    return {**{k: float(np.mean([r[k] for r in rows])) for k in keys}, "images": len(rows)}
 
 
 def markdown_table(header: list[str], rows: list[list]) -> str:

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from models import SRResNet
-from utils import (bicubic_upscale, calculate_psnr, calculate_ssim, evaluate, img2tensor, read_image,
+from utils import (bicubic_upscale, calculate_psnr, calculate_sharpness, calculate_ssim, evaluate, img2tensor, read_image,
                    super_resolve, tensor2img)
 
 
@@ -153,10 +153,11 @@ def test_evaluate_bicubic_and_model_rows():
     rows = evaluate(None, data, scale=4, progress=False)
     assert [r["name"] for r in rows] == ["img0", "img1"]
     for row, item in zip(rows, data):
-        assert set(row) == {"name", "psnr", "ssim", "seconds"}
+        assert set(row) == {"name", "psnr", "ssim", "sharpness", "seconds"}
         sr = bicubic_upscale(item["lr"], 4)
         assert row["psnr"] == calculate_psnr(sr, item["hr"], 4)
         assert row["ssim"] == calculate_ssim(sr, item["hr"], 4)
+        assert row["sharpness"] == calculate_sharpness(sr, item["hr"], 4)
         assert row["seconds"] >= 0
     model = _small_srresnet()
     rows = evaluate(model, data, scale=4, progress=False)

@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from utils import calculate_psnr, calculate_ssim, read_image, rgb2y
+from imresize import imresize
+from utils import calculate_psnr, calculate_sharpness, calculate_ssim, read_image, rgb2y
 
 
 def _noisy_pair(shape, seed=0, sigma=20.0):
@@ -174,3 +175,26 @@ def test_bicubic_metrics_match_matlab_every_image(name, reference_dir, benchmark
         ssim = calculate_ssim(sr, hr, crop_border=scale)
         assert psnr == pytest.approx(float(row["bicubic_psnr"]), abs=1e-3), row["hr_image"]
         assert ssim == pytest.approx(float(row["bicubic_ssim"]), abs=1e-4), row["hr_image"]
+
+
+def test_sharpness_ratio_of_gradients():
+    rng = np.random.default_rng(0)
+    y = np.kron(rng.integers(40, 200, (12, 12)), np.ones((4, 4))).astype(np.uint8)  # gray 48x48, sharp edges
+    assert calculate_sharpness(y, y, 4) == 1.0
+    # a linear ramp: the Sobel magnitude is 8 * slope everywhere; half the slope -> 0.5
+    ramp = np.tile(np.arange(0, 240, 5, dtype=np.uint8), (48, 1))
+    half = np.tile((np.arange(0, 240, 5) // 2).astype(np.uint8), (48, 1))
+    assert calculate_sharpness(half, ramp, 4) == pytest.approx(0.5, abs=0.02)
+    # blur (down x4 and up again) lowers it, added noise raises it
+    blurred = imresize(imresize(y, 1 / 4), 4)
+    noisy = np.clip(y + rng.normal(0, 20, y.shape), 0, 255).round().astype(np.uint8)
+    assert calculate_sharpness(blurred, y, 4) < 0.8
+    assert calculate_sharpness(noisy, y, 4) > 1.1
+    # RGB images are scored on the Y channel, as PSNR and SSIM
+    rgb = np.stack([y, y, y], axis=2)
+    assert calculate_sharpness(np.stack([blurred] * 3, axis=2), rgb, 4) == pytest.approx(
+        calculate_sharpness(rgb2y(np.stack([blurred] * 3, axis=2)), rgb2y(rgb), 4))
+    flat = np.full((20, 20), 7, np.uint8)
+    assert math.isnan(calculate_sharpness(flat, flat, 4))
+    with pytest.raises(ValueError, match="uint8"):
+        calculate_sharpness(y.astype(np.float32), y, 4)

@@ -177,6 +177,9 @@ def test_mean_metrics():
     rows = [{"psnr": 30.0, "ssim": 0.8, "seconds": 1.0}, {"psnr": 20.0, "ssim": 0.6, "seconds": 3.0}]
     assert utils.mean_metrics(rows) == pytest.approx({"psnr": 25.0, "ssim": 0.7, "seconds": 2.0, "images": 2})
     assert utils.mean_metrics([])["images"] == 0 and np.isnan(utils.mean_metrics([])["psnr"])
+    rows = [{"psnr": 24.0, "ssim": 0.6, "sharpness": 0.5, "seconds": 1.0},
+            {"psnr": 26.0, "ssim": 0.8, "sharpness": 0.9, "seconds": 3.0}]
+    assert utils.mean_metrics(rows)["sharpness"] == pytest.approx(0.7)
 
 
 def test_markdown_table():
