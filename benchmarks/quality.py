@@ -1,0 +1,160 @@
+"""Quality of the x4 generators on Set5 and Set14, and how the shipped weights were exported.
+
+Scores bicubic and each generator with test.ipynb's protocol (``utils.evaluate``: MATLAB
+``imresize`` LR, uint8 SR, Y channel, 4 border pixels shaved) plus the kit's sharpness
+measure (``utils.calculate_sharpness``: gradient magnitude vs HR, 1 = as sharp as HR), prints
+one Markdown table, and draws zoomed crops of every Set5 image from every method (the
+"look sharper" check of the GAN generator).
+
+    python benchmarks/quality.py                                  # shipped checkpoints/*.pth
+    python benchmarks/quality.py --generators runs/x/generator_stage2.pth --crops crops.png
+    # export a training checkpoint as a shipped generator (weights + config + log + metrics)
+    python benchmarks/quality.py --export runs/srgan291/checkpoint.pth --to checkpoints/srgan_x4.pth \\
+        --hardware "2-core CPU, no GPU" --train-data "train291 (T91 + BSD200)"
+
+Set5 / Set14 come from ``--benchmark`` (default ``../shared/data/benchmark``, the course
+team's copy) or from ``data/`` after ``python create_data_lists.py --download benchmark``.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import torch  # noqa: E402
+
+import models  # noqa: E402
+import utils  # noqa: E402
+from datasets import EvalDataset  # noqa: E402
+
+SCALE = 4
+SETS = ("Set5", "Set14")
+
+
+def load_sets(benchmark: Path | None) -> dict[str, EvalDataset]:
+    """Set5 / Set14 x4 evaluation sets (those found)."""
+    lists = utils.prepare_test_lists(REPO / "data/lists", SCALE, data_root=REPO / "data",
+                                     shared_benchmark=benchmark if benchmark and benchmark.is_dir() else None)
+    found = {name: EvalDataset(str(lists[name]), SCALE) for name in SETS if name in lists}
+    if not found:
+        sys.exit("Set5/Set14 not found: pass --benchmark DIR or run "
+                 "`python create_data_lists.py --download benchmark`")
+    return found
+
+
+def score(net: torch.nn.Module | None, sets: dict[str, EvalDataset]) -> dict[str, dict[str, float]]:
+    """Mean PSNR / SSIM / sharpness per set (``utils.mean_metrics`` of ``utils.evaluate``)."""
+    return {name: utils.mean_metrics(utils.evaluate(net, data, SCALE, progress=False))
+            for name, data in sets.items()}
+
+
+def export(checkpoint: Path, dst: Path, sets: dict[str, EvalDataset], hardware: str, train_data: str) -> None:
+    """Write the generator of a training checkpoint (``solver.py``) as a shipped file.
+
+    The file holds ``arch``, ``generator`` (what ``models.load_generator`` reads) and, for
+    the reader: the training config, the per-epoch log, where and how long it trained, and
+    its Set5/Set14 scores.
+    """
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    net = models.build_generator(state["arch"])
+    net.load_state_dict(state["generator"])
+    metrics = score(net.eval(), sets)
+    stage = int(state["stage"])
+    training = {"kind": "srresnet" if stage == 1 else "srgan", "stage": stage,
+                "epochs_completed": int(state["epoch"]), "global_step": int(state["global_step"]),
+                "train_data": train_data, "hardware": hardware,
+                "train_seconds": round(sum(float(r.get("seconds", 0)) for r in state["log"]), 1)}
+    metrics_x4 = {name: {"psnr": round(m["psnr"], 4), "ssim": round(m["ssim"], 5),
+                         "sharpness": round(m["sharpness"], 4)} for name, m in metrics.items()}
+    models.save_generator(dst, net, config=state["config"], training=training, log=state["log"],
+                          metrics_x4=metrics_x4)
+    print(f"wrote {dst}: {training}")
+    for name, m in metrics_x4.items():
+        print(f"  {name}: {m['psnr']:.2f} dB / {m['ssim']:.4f}, sharpness {m['sharpness']:.2f}")
+
+
+def crops_figure(sets: dict[str, EvalDataset], nets: dict[str, torch.nn.Module], path: Path, size: int = 64) -> None:
+    """Rows: the Set5 images; columns: bicubic, each generator, HR; the most detailed crop."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    data = sets.get("Set5") or next(iter(sets.values()))
+    columns = ["Bicubic", *nets, "HR"]
+    fig, axes = plt.subplots(len(data), len(columns), squeeze=False,
+                             figsize=(2.2 * len(columns), 2.4 * len(data)))
+    for row in range(len(data)):
+        item = data[row]
+        hr = item["hr"]
+        rows, cols = utils.detail_crop(hr, size)
+        outputs = {"Bicubic": utils.bicubic_upscale(item["lr"], SCALE),
+                   **{label: utils.super_resolve(net, item["lr"]) for label, net in nets.items()}, "HR": hr}
+        for col, (label, img) in enumerate(outputs.items()):
+            ax = axes[row][col]
+            ax.imshow(img[rows, cols], cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=255,
+                      interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if label != "HR":
+                ax.set_xlabel(f"{utils.calculate_psnr(img, hr, SCALE):.2f} dB, "
+                              f"sharp. {utils.calculate_sharpness(img, hr, SCALE):.2f}", fontsize=8)
+            if row == 0:
+                ax.set_title(label, fontsize=10)
+            if col == 0:
+                ax.set_ylabel(item["name"], fontsize=9)
+    fig.suptitle(f"{len(data)} test images x{SCALE}, most detailed {size}x{size} HR crop "
+                 "(PSNR and sharpness of the whole image)", fontsize=10)
+    fig.tight_layout()
+    utils.save_figure(fig, path, dpi=110)
+    plt.close(fig)
+    print(f"saved {path}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--benchmark", type=Path, default=REPO.parent / "shared/data/benchmark",
+                   help="folder with Set5/ and Set14/ (HR images and MATLAB's LR images)")
+    p.add_argument("--generators", nargs="*", type=Path, default=None,
+                   help="generator checkpoints (default: the shipped checkpoints/sr*_x4.pth)")
+    p.add_argument("--crops", default=str(REPO / "results/set5_crops_x4.png"),
+                   help="where to save the crops figure ('' for none)")
+    p.add_argument("--export", type=Path, help="training checkpoint to export (with --to)")
+    p.add_argument("--to", type=Path, help="destination of --export")
+    p.add_argument("--hardware", default="", help="--export: where it trained, e.g. '2-core CPU, no GPU'")
+    p.add_argument("--train-data", default="", help="--export: what it trained on")
+    p.add_argument("--threads", type=int, default=None)
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    sets = load_sets(args.benchmark)
+    if args.export:
+        if not args.to:
+            p.error("--export needs --to")
+        export(args.export, args.to, sets, args.hardware, args.train_data)
+        return
+
+    paths = args.generators
+    if paths is None:
+        paths = [path for path in (REPO / "checkpoints/srresnet_x4.pth", REPO / "checkpoints/srgan_x4.pth")
+                 if path.is_file()]
+    nets = {}
+    for path in paths:
+        net = utils.load_generator_checked(path, SCALE)
+        kind = "psnr" if "srresnet" in path.name or "stage1" in path.name else "gan"
+        label = utils.model_label(kind, net, path)
+        nets[label if label not in nets else f"{label} {path.parent.name}/{path.name}"] = net
+    rows = []
+    for label, net in {"Bicubic": None, **nets}.items():
+        metrics = score(net, sets)
+        rows.append([label] + [f"{metrics[s]['psnr']:.2f} / {metrics[s]['ssim']:.4f} / {metrics[s]['sharpness']:.2f}"
+                               for s in sets])
+    print(utils.markdown_table(["Method"] + [f"{s} PSNR / SSIM / sharpness" for s in sets], rows))
+    if args.crops and nets:
+        crops_figure(sets, nets, Path(args.crops))
+
+
+if __name__ == "__main__":
+    main()
