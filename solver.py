@@ -855,10 +855,15 @@ def plot_curves(rows: list[dict], path: str | os.PathLike) -> None:
             axes[0].plot(x, y, marker=".", label=key)
     axes[0].set_yscale("log")
     axes[0].set_title("losses")
+    has_d = False
     for key, label in (("d_real", "D(x)"), ("d_fake", "D(G(z))")):
         y = series(key)
         if np.isfinite(y).any():
             axes[1].plot(x, y, marker=".", label=label)
+            has_d = True
+    if not has_d:
+        axes[1].text(0.5, 0.5, "no discriminator yet\n(stage 1, or no adversarial loss)",
+                     ha="center", va="center", transform=axes[1].transAxes, color="gray")
     axes[1].set_ylim(0, 1)
     axes[1].set_title("discriminator outputs (probabilities)")
     psnr, ssim = series("psnr"), series("ssim")
