@@ -51,7 +51,8 @@ def score(net: torch.nn.Module | None, sets: dict[str, EvalDataset]) -> dict[str
             for name, data in sets.items()}
 
 
-def export(checkpoint: Path, dst: Path, sets: dict[str, EvalDataset], hardware: str, train_data: str) -> None:
+def export(checkpoint: Path, dst: Path, sets: dict[str, EvalDataset], hardware: str, train_data: str,
+           note: str = "") -> None:
     """Write the generator of a training checkpoint (``solver.py``) as a shipped file.
 
     The file holds ``arch``, ``generator`` (what ``models.load_generator`` reads) and, for
@@ -66,7 +67,8 @@ def export(checkpoint: Path, dst: Path, sets: dict[str, EvalDataset], hardware: 
     training = {"kind": "srresnet" if stage == 1 else "srgan", "stage": stage,
                 "epochs_completed": int(state["epoch"]), "global_step": int(state["global_step"]),
                 "train_data": train_data, "hardware": hardware,
-                "train_seconds": round(sum(float(r.get("seconds", 0)) for r in state["log"]), 1)}
+                "train_seconds": round(sum(float(r.get("seconds", 0)) for r in state["log"]), 1),
+                "note": note}
     metrics_x4 = {name: {"psnr": round(m["psnr"], 4), "ssim": round(m["ssim"], 5),
                          "sharpness": round(m["sharpness"], 4)} for name, m in metrics.items()}
     models.save_generator(dst, net, config=state["config"], training=training, log=state["log"],
@@ -125,6 +127,7 @@ def main() -> None:
     p.add_argument("--to", type=Path, help="destination of --export")
     p.add_argument("--hardware", default="", help="--export: where it trained, e.g. '2-core CPU, no GPU'")
     p.add_argument("--train-data", default="", help="--export: what it trained on")
+    p.add_argument("--note", default="", help="--export: anything else a reader should know")
     p.add_argument("--threads", type=int, default=None)
     args = p.parse_args()
     if args.threads:
@@ -133,7 +136,7 @@ def main() -> None:
     if args.export:
         if not args.to:
             p.error("--export needs --to")
-        export(args.export, args.to, sets, args.hardware, args.train_data)
+        export(args.export, args.to, sets, args.hardware, args.train_data, args.note)
         return
 
     paths = args.generators

@@ -489,3 +489,15 @@ def test_lr_given_on_resume_replaces_the_saved_rate(tiny_lists, tmp_path, capsys
     assert ckpt["optimizer_g"]["param_groups"][0]["lr"] == pytest.approx(3e-5)
     assert ckpt["optimizer_d"]["param_groups"][0]["lr"] == pytest.approx(7e-5)
     assert float(_read_csv(tmp_path / "gan" / "log.csv")[-1]["lr"]) == pytest.approx(3e-5)
+
+
+def test_srgan_mse_content_term_is_the_papers_mse_on_minus_one_to_one():
+    # Ledig et al. compute the SRGAN-MSE content loss on HR images in [-1, 1]; the kit works
+    # in [0, 1], so the preset's weight must make up for it or the 1e-3 GAN term is 4x too strong.
+    cfg = solver.make_config("srgan-mse")
+    torch.manual_seed(0)
+    sr, hr = torch.rand(2, 3, 24, 24), torch.rand(2, 3, 24, 24)
+    kit = cfg.stage2.content_weight * solver.pixel_loss(sr, hr, "mse")
+    paper = torch.nn.functional.mse_loss(2 * sr - 1, 2 * hr - 1)
+    assert kit.item() == pytest.approx(paper.item(), rel=1e-6)
+    assert cfg.stage2.adversarial_weight == 1e-3
