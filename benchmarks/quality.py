@@ -74,7 +74,7 @@ def export(checkpoint: Path, dst: Path, sets: dict[str, EvalDataset], hardware: 
     models.save_generator(dst, net, config=state["config"], training=training, log=state["log"],
                           metrics_x4=metrics_x4)
     print(f"wrote {dst}: {training}")
-    for name, m in metrics_x4.items():
+    for name, m in metrics.items():  # unrounded: rounding twice can change the last digit
         print(f"  {name}: {m['psnr']:.2f} dB / {m['ssim']:.4f}, sharpness {m['sharpness']:.2f}")
 
 
