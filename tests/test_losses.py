@@ -180,7 +180,8 @@ def test_stage2_step_updates_each_network_only_from_its_own_loss(gan_type):
     assert record == {**record, "d_steps": 2, "g_steps": 2}
     assert metrics["steps"] == 2 and ctx.global_step == 2
     assert 0 < metrics["d_real"] < 1 and 0 < metrics["d_fake"] < 1
-    assert metrics["loss_g"] == pytest.approx(metrics["loss_content"] + 1e-3 * metrics["loss_adv"], rel=1e-5)
+    assert (cfg2.content_weight, cfg2.adversarial_weight) == (4.0, 1e-3)  # SRGAN-MSE (see solver.PRESETS)
+    assert metrics["loss_g"] == pytest.approx(4.0 * metrics["loss_content"] + 1e-3 * metrics["loss_adv"], rel=1e-5)
     assert any(not torch.equal(a, b) for a, b in zip(g_before, g.parameters()))
     assert all(p.requires_grad for p in d.parameters()), "D must be trainable again after the epoch"
 
