@@ -476,7 +476,6 @@ def _apply_lr_change(optimizer: torch.optim.Optimizer, scheduler: Any, saved_lr:
     for group in optimizer.param_groups:
         group["lr"] = group["initial_lr"] = float(lr)
     scheduler.base_lrs = [float(lr)] * len(optimizer.param_groups)
-    scheduler._last_lr = [float(lr)] * len(optimizer.param_groups)
     print(f"resume: {name} lr {saved_lr:g} -> {lr:g} from step {scheduler.last_epoch} on", flush=True)
 
 
