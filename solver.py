@@ -26,6 +26,7 @@ Files written in ``config.out``
 ``log.csv``             one row per epoch (losses, D outputs, PSNR/SSIM, lr, seconds).
 ``curves.png``          training curves, redrawn after every epoch.
 ``samples/``            a few validation images super-resolved after every epoch.
+``generators/``         with ``keep_generators``: every epoch's generator, ``stage2_epoch0003.pth``.
 ``config.json``         the resolved configuration (human readable copy).
 ``train.lock``          exists while a run is using the folder (a second run there is refused).
 
@@ -318,6 +319,8 @@ BASE_CONFIG: dict[str, Any] = {
         "cudnn_benchmark": True,
     },
     "log_every": 10,             # progress-bar refresh (and NaN check on CUDA) every N steps
+    "keep_generators": False,    # also keep every epoch's generator (a few MB each) in <out>/generators/,
+                                 # for picking an epoch or network interpolation afterwards
 }
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -1183,6 +1186,10 @@ def _train(config: EasyDict, rank: int, world: int, device: torch.device, distri
                      "rng": _rng_state(), "config": _to_plain(config), "log": log}
             state.update(state_extra["states"])
             save_checkpoint(ckpt_path, state)
+            if config.keep_generators:
+                models.save_generator(out / "generators" / f"stage{stage_now}_epoch{epoch_now:04d}.pth", g_plain,
+                                      stage=stage_now, epoch=epoch_now, global_step=ctx.global_step,
+                                      metrics={k: v for k, v in row.items() if isinstance(v, float)})
             write_log_csv(log, out / "log.csv")
             plot_curves(log, out / "curves.png")
             msg = " ".join(f"{k}={v:.4g}" for k, v in row.items()
@@ -1334,6 +1341,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="CPU threads; on a CPU shared with other busy programs use 1: several "
                         "threads then wait on each other and steps can get many times slower")
     p.add_argument("--val-max-images", type=int, dest="data.val_max_images")
+    p.add_argument("--keep-generators", action="store_const", const=True, dest="keep_generators",
+                   help="keep every epoch's generator in <out>/generators/ (a few MB each)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="any other setting, dotted key and JSON value, e.g. stage2.tv_weight=2e-8")
     for action in p._actions:  # readable metavars for the dotted destinations

@@ -11,6 +11,11 @@ one Markdown table, and draws zoomed crops of every Set5 image from every method
     # export a training checkpoint as a shipped generator (weights + config + log + metrics)
     python benchmarks/quality.py --export runs/srgan291/checkpoint.pth --to checkpoints/srgan_x4.pth \\
         --hardware "2-core CPU, no GPU" --train-data "train291 (T91 + BSD200)"
+    # ... or one kept epoch (solver.py --keep-generators), blended with the PSNR network
+    # (ESRGAN network interpolation: alpha * GAN + (1 - alpha) * PSNR)
+    python benchmarks/quality.py --export runs/srgan291/checkpoint.pth \\
+        --generator runs/srgan291/generators/stage2_epoch0010.pth \\
+        --interpolate-with checkpoints/srresnet_x4.pth --alpha 0.8 --to checkpoints/srgan_x4.pth
 
 Set5 / Set14 come from ``--benchmark`` (default ``../shared/data/benchmark``, the course
 team's copy) or from ``data/`` after ``python create_data_lists.py --download benchmark``.
@@ -52,26 +57,44 @@ def score(net: torch.nn.Module | None, sets: dict[str, EvalDataset]) -> dict[str
 
 
 def export(checkpoint: Path, dst: Path, sets: dict[str, EvalDataset], hardware: str, train_data: str,
-           note: str = "") -> None:
+           note: str = "", generator: Path | None = None, interpolate_with: Path | None = None,
+           alpha: float = 1.0) -> None:
     """Write the generator of a training checkpoint (``solver.py``) as a shipped file.
 
     The file holds ``arch``, ``generator`` (what ``models.load_generator`` reads) and, for
-    the reader: the training config, the per-epoch log, where and how long it trained, and
-    its Set5/Set14 scores.
+    the reader: the training config, the per-epoch log (up to the shipped epoch), where and
+    how long it trained, and its Set5/Set14 scores.
+
+    ``generator``: a kept epoch of that run (``<run>/generators/stageS_epochNNNN.pth``) to
+    ship instead of the checkpoint's last one. ``interpolate_with`` + ``alpha``: ship
+    ``models.interpolate_networks(interpolate_with, generator, alpha)`` (ESRGAN network
+    interpolation with the PSNR-oriented network the GAN stage started from).
     """
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    stage, epoch, step = int(state["stage"]), int(state["epoch"]), int(state["global_step"])
+    weights = state["generator"]
+    if generator is not None:
+        kept = torch.load(generator, map_location="cpu", weights_only=True)
+        if kept["arch"] != state["arch"]:
+            raise SystemExit(f"{generator} is not a generator of the run {checkpoint} (other architecture)")
+        stage, epoch, step, weights = int(kept["stage"]), int(kept["epoch"]), int(kept["global_step"]), kept["generator"]
+    log = [row for row in state["log"] if (int(row["stage"]), int(row["epoch"])) <= (stage, epoch)]
+    if interpolate_with is not None:
+        base = torch.load(interpolate_with, map_location="cpu", weights_only=True)
+        weights = models.interpolate_networks(base["generator"], weights, alpha)
     net = models.build_generator(state["arch"])
-    net.load_state_dict(state["generator"])
+    net.load_state_dict(weights)
     metrics = score(net.eval(), sets)
-    stage = int(state["stage"])
     training = {"kind": "srresnet" if stage == 1 else "srgan", "stage": stage,
-                "epochs_completed": int(state["epoch"]), "global_step": int(state["global_step"]),
+                "epochs_completed": epoch, "global_step": step,
                 "train_data": train_data, "hardware": hardware,
-                "train_seconds": round(sum(float(r.get("seconds", 0)) for r in state["log"]), 1),
+                "train_seconds": round(sum(float(r.get("seconds", 0)) for r in log), 1),
                 "note": note}
+    if interpolate_with is not None:
+        training["network_interpolation"] = {"alpha": float(alpha), "psnr_network": Path(interpolate_with).name}
     metrics_x4 = {name: {"psnr": round(m["psnr"], 4), "ssim": round(m["ssim"], 5),
                          "sharpness": round(m["sharpness"], 4)} for name, m in metrics.items()}
-    models.save_generator(dst, net, config=state["config"], training=training, log=state["log"],
+    models.save_generator(dst, net, config=state["config"], training=training, log=log,
                           metrics_x4=metrics_x4)
     print(f"wrote {dst}: {training}")
     for name, m in metrics.items():  # unrounded: rounding twice can change the last digit
@@ -128,6 +151,11 @@ def main() -> None:
     p.add_argument("--hardware", default="", help="--export: where it trained, e.g. '2-core CPU, no GPU'")
     p.add_argument("--train-data", default="", help="--export: what it trained on")
     p.add_argument("--note", default="", help="--export: anything else a reader should know")
+    p.add_argument("--generator", type=Path, default=None,
+                   help="--export: a kept epoch of that run (generators/stageS_epochNNNN.pth) instead of its last")
+    p.add_argument("--interpolate-with", type=Path, default=None,
+                   help="--export: PSNR generator to blend with (ESRGAN network interpolation)")
+    p.add_argument("--alpha", type=float, default=1.0, help="--export: GAN weight of the blend, in [0, 1]")
     p.add_argument("--threads", type=int, default=None)
     args = p.parse_args()
     if args.threads:
@@ -136,7 +164,8 @@ def main() -> None:
     if args.export:
         if not args.to:
             p.error("--export needs --to")
-        export(args.export, args.to, sets, args.hardware, args.train_data, args.note)
+        export(args.export, args.to, sets, args.hardware, args.train_data, args.note, generator=args.generator,
+               interpolate_with=args.interpolate_with, alpha=args.alpha)
         return
 
     paths = args.generators

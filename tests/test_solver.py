@@ -192,6 +192,27 @@ def test_two_stage_run_writes_every_output(tiny_lists, tmp_path):
     assert saved_cfg["data"]["train_list"] == tiny_lists["train"]
 
 
+def test_keep_generators_saves_every_epochs_generator(tiny_lists, tmp_path):
+    out = tmp_path / "run"
+    solver.train(tiny_config(tiny_lists, tmp_path / "plain"))
+    assert not (tmp_path / "plain" / "generators").exists()  # off by default
+    solver.train(tiny_config(tiny_lists, out, keep_generators=True))
+    names = sorted(p.name for p in (out / "generators").iterdir())
+    assert names == [f"stage{s}_epoch000{e}.pth" for s in (1, 2) for e in (1, 2)]
+    rows = _read_csv(out / "log.csv")
+    for name, row in zip(names, rows):
+        kept = torch.load(out / "generators" / name, map_location="cpu", weights_only=True)
+        assert kept["global_step"] == int(row["step"])
+        assert kept["metrics"]["psnr"] == pytest.approx(float(row["psnr"]))
+    # the last epoch of each stage is the stage's generator
+    for stage in (1, 2):
+        kept = models.load_generator(out / "generators" / f"stage{stage}_epoch0002.pth").state_dict()
+        final = _state(out / f"generator_stage{stage}.pth")
+        assert all(torch.equal(v, final[k]) for k, v in kept.items())
+    first = _state(out / "generators" / "stage2_epoch0001.pth")
+    assert any(not torch.equal(v, final[k]) for k, v in first.items())
+
+
 def test_existing_run_is_not_overwritten_without_resume(tiny_lists, tmp_path):
     cfg = tiny_config(tiny_lists, tmp_path / "run", preset="mse", stage1={"epochs": 1})
     solver.train(cfg)
