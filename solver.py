@@ -105,6 +105,32 @@ def tv_loss(x: torch.Tensor) -> torch.Tensor:
     return dx + dy
 
 
+def random_translate(x: torch.Tensor, shift: int) -> torch.Tensor:
+    """Shift a batch by a random whole number of pixels in ``[-shift, shift - 1]`` (y and x).
+
+    What the discriminator sees in stage 2 when ``stage2.d_translate > 0`` (the translation
+    of DiffAugment, Zhao et al. 2020, applied to real and fake alike). Without it, D's
+    strided convolutions sit at a fixed phase to G's pixel shuffle, and the adversarial
+    gradient pushes the same periodic pattern into every SR patch, step after step (a
+    dotted grid with a 4-pixel period after a few hundred steps); shifting at random
+    changes that phase every call, so only what is not tied to it keeps adding up.
+
+    Args:
+        x: ``NxCxHxW`` float tensor (gradients flow through).
+        shift: largest shift in pixels; ``2 * shift`` offsets are drawn uniformly with
+            ``torch.randint`` (seeded and resumable with the run), one for the batch.
+    Returns:
+        ``NxCxHxW``, the batch moved by the offset; the pixels that come in from outside
+        repeat the border (``replicate`` padding), so no black edge tells real from fake.
+    """
+    if shift <= 0:
+        return x
+    h, w = x.shape[-2:]
+    dy, dx = torch.randint(0, 2 * shift, (2,)).tolist()
+    padded = F.pad(x, (shift, shift, shift, shift), mode="replicate")
+    return padded[:, :, dy:dy + h, dx:dx + w]
+
+
 # (i, j) of phi_{i,j}: the j-th convolution (after its ReLU) before the i-th max-pool of VGG19.
 VGG_LAYERS = {"vgg22": (2, 2), "vgg54": (5, 4)}
 
@@ -305,6 +331,8 @@ BASE_CONFIG: dict[str, Any] = {
         "pixel_loss": "mse",     # extra pixel term, used when pixel_weight > 0
         "pixel_weight": 0.0,
         "tv_weight": 0.0,
+        "d_translate": 0,        # > 0: D sees real and fake shifted by up to this many pixels
+                                 # (random_translate; 0 = the paper)
         "vgg_before_activation": False,
         "vgg_criterion": "mse",
         "vgg_feature_scale": 1 / 12.75,
@@ -634,6 +662,9 @@ def train_stage2_epoch(generator: nn.Module, discriminator: nn.Module | None, lo
        + adversarial_weight * gan_g_loss(C(sr), C(hr)) + pixel_weight * pixel(sr, hr)
        + tv_weight * tv(sr)`` -> update G only (D's parameters are frozen meanwhile).
 
+    With ``cfg2.d_translate > 0`` every input of D (both steps) goes through
+    ``random_translate`` first.
+
     ``cfg2`` is ``config.stage2``. ``discriminator`` may be the DDP-wrapped one (used for
     the D step); the G step calls the plain module so no D gradients are synchronised.
     Returns the epoch's mean losses, mean ``d_real`` = D(x) and ``d_fake`` = D(G(z)) as
@@ -666,8 +697,8 @@ def train_stage2_epoch(generator: nn.Module, discriminator: nn.Module | None, lo
             for p in d_plain.parameters():
                 p.requires_grad_(True)
             with _autocast(ctx):
-                real_logits = discriminator(hr)
-                fake_logits = discriminator(sr.detach())
+                real_logits = discriminator(random_translate(hr, cfg2.d_translate))
+                fake_logits = discriminator(random_translate(sr.detach(), cfg2.d_translate))
             loss_d = gan_d_loss(real_logits, fake_logits, cfg2.gan_type)
             if check:
                 _check_finite({"discriminator loss": loss_d}, stage, epoch, ctx.global_step, ctx.check_every)
@@ -690,11 +721,11 @@ def train_stage2_epoch(generator: nn.Module, discriminator: nn.Module | None, lo
         with _autocast(ctx):  # the VGG of a perceptual loss runs in mixed precision too
             terms["loss_content"] = content(srf, hr)
             if adversarial:
-                fake_logits_g = d_plain(sr)
+                fake_logits_g = d_plain(random_translate(sr, cfg2.d_translate))
                 real_logits_g = None
                 if cfg2.gan_type == "ragan":
                     with torch.no_grad():
-                        real_logits_g = d_plain(hr)
+                        real_logits_g = d_plain(random_translate(hr, cfg2.d_translate))
         loss_g = cfg2.content_weight * terms["loss_content"]
         if adversarial:
             terms["loss_adv"] = gan_g_loss(fake_logits_g, real_logits_g, cfg2.gan_type)
@@ -978,6 +1009,9 @@ def check_config(config: EasyDict) -> None:
     for key, (value, allowed) in choices.items():
         if value not in allowed:
             raise ValueError(f"config {key} = {value!r} is not one of {list(allowed)}")
+    shift = config.stage2.d_translate
+    if not isinstance(shift, int) or isinstance(shift, bool) or shift < 0:
+        raise ValueError(f"config stage2.d_translate must be an integer >= 0 (pixels), got {shift!r}")
     for key in ("stage1.epochs", "stage2.epochs"):
         stage, name = key.split(".")
         value = config[stage][name]
