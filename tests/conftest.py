@@ -19,7 +19,7 @@ if str(REPO) not in sys.path:
 torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")  # session: module-scoped fixtures may need it too
 def benchmark_dir() -> Path:
     """``../shared/data/benchmark`` (Set5/Set14 with MATLAB LR files), or skip."""
     if not BENCHMARK.is_dir():
