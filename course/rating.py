@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import base64
 import csv
+import io
 import json
 import math
 import os
@@ -374,33 +375,36 @@ def read_ratings(paths: list[utils.PathLike]) -> list[Rating]:
     for path in map(Path, paths):
         if not path.is_file():
             raise RatingError(f"ratings file not found: {path}")
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f)
-            missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
-            if missing:
-                raise RatingError(f"{path}: missing column(s) {', '.join(missing)}; a ratings file has the "
-                                  f"columns {','.join(COLUMNS)} (the rating page's export)")
-            for row in reader:
-                where = f"{path}, line {reader.line_num}"
-                values = {c: (row.get(c) or "").strip() for c in COLUMNS}
-                empty = [c for c in ("rater", "image", "method") if not values[c]]
-                if empty:
-                    raise RatingError(f"{where}: empty {', '.join(empty)}")
-                if not re.fullmatch(r"[1-5]", values["score"]):
-                    raise RatingError(f"{where}: score {values['score']!r} is not an integer from 1 to 5")
-                try:
-                    seconds = float(values["seconds"])
-                except ValueError:
-                    seconds = float("nan")
-                if not seconds >= 0:
-                    raise RatingError(f"{where}: seconds {values['seconds']!r} is not a number >= 0")
-                rating = Rating(values["rater"], values["image"], values["method"], int(values["score"]), seconds)
-                key = (rating.rater, rating.image, rating.method)
-                if key in seen:
-                    raise RatingError(f"{where}: rater {rating.rater!r} rated image {rating.image} / "
-                                      f"{rating.method} before ({seen[key]}); pass each rater's export once")
-                seen[key] = where
-                ratings.append(rating)
+        try:
+            reader = csv.DictReader(io.StringIO(path.read_text(encoding="utf-8-sig"), newline=""))
+            rows = [(reader.line_num, row) for row in reader]
+        except (UnicodeDecodeError, csv.Error) as err:
+            raise RatingError(f"{path} is not a CSV text file ({err}); pass the rating page's exports") from err
+        missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise RatingError(f"{path}: missing column(s) {', '.join(missing)}; a ratings file has the "
+                              f"columns {','.join(COLUMNS)} (the rating page's export)")
+        for line, row in rows:
+            where = f"{path}, line {line}"
+            values = {c: (row.get(c) or "").strip() for c in COLUMNS}
+            empty = [c for c in ("rater", "image", "method") if not values[c]]
+            if empty:
+                raise RatingError(f"{where}: empty {', '.join(empty)}")
+            if not re.fullmatch(r"[1-5]", values["score"]):
+                raise RatingError(f"{where}: score {values['score']!r} is not an integer from 1 to 5")
+            try:
+                seconds = float(values["seconds"])
+            except ValueError:
+                seconds = float("nan")
+            if not seconds >= 0:
+                raise RatingError(f"{where}: seconds {values['seconds']!r} is not a number >= 0")
+            rating = Rating(values["rater"], values["image"], values["method"], int(values["score"]), seconds)
+            key = (rating.rater, rating.image, rating.method)
+            if key in seen:
+                raise RatingError(f"{where}: rater {rating.rater!r} rated image {rating.image} / "
+                                  f"{rating.method} before ({seen[key]}); pass each rater's export once")
+            seen[key] = where
+            ratings.append(rating)
     if not ratings:
         raise RatingError(f"no ratings in {', '.join(map(str, paths))}")
     return ratings
@@ -493,22 +497,28 @@ def distribution_figure(scores: dict[str, list[int]], rows: list[dict], raters: 
         for s in ACR_LABELS:
             value = share[s - 1, col]
             if value > 0:
-                ax.text(col, s, f"{100 * value:.0f}%", ha="center", va="center", fontsize=8,
+                ax.text(col + 0.45, s - 0.4, f"{100 * value:.0f}%", ha="right", va="bottom", fontsize=8,
                         color="white" if value > 0.6 else "black")
     mos = np.array([row["mos"] for row in rows])
     err = np.array([[row["mos"] - row["ci_low"] for row in rows], [row["ci_high"] - row["mos"] for row in rows]])
-    ax.errorbar(range(len(order)), mos, yerr=np.nan_to_num(err), fmt="o", color="red", capsize=4, label="MOS, 95% CI")
+    ax.errorbar(range(len(order)), mos, yerr=np.nan_to_num(err), fmt="o", color="red", capsize=4)
     ax.set_xticks(range(len(order)), [f"{m}\n(n={len(scores[m])})" for m in order])
     ax.set_yticks(list(ACR_LABELS), [f"{s} {label}" for s, label in ACR_LABELS.items()])
     ax.set_ylabel("score")
-    ax.set_title(f"Distribution of scores per method ({raters} raters)")
-    ax.legend(loc="upper left", fontsize=8)
+    ax.set_title(f"Scores per method ({raters} raters); red: MOS with its 95% CI")
     fig.colorbar(shown, ax=ax, label="share of ratings")
     return fig
 
 
 def _fmt(value: float, digits: int = 2) -> str:
     return "-" if math.isnan(value) else f"{value:.{digits}f}"
+
+
+def mos_table(rows: list[dict]) -> str:
+    """Markdown table of :func:`mos_rows`: method, ratings, MOS, 95% CI."""
+    return utils.markdown_table(
+        ["method", "ratings", "MOS", "95% CI"],
+        [[r["method"], r["ratings"], _fmt(r["mos"]), f"{_fmt(r['ci_low'])} - {_fmt(r['ci_high'])}"] for r in rows])
 
 
 def tally(paths: list[utils.PathLike], out_dir: utils.PathLike) -> dict:
@@ -546,7 +556,8 @@ def tally(paths: list[utils.PathLike], out_dir: utils.PathLike) -> dict:
 
     n_raters = len(raters) - len(flagged)
     utils.save_csv(methods, out_dir / "mos.csv", ["method", "ratings", "mos", "ci_low", "ci_high"])
-    utils.save_csv(image_rows, out_dir / "mos_per_image.csv", ["image", "method", "ratings", "mos", "ci_low", "ci_high"])
+    utils.save_csv(image_rows, out_dir / "mos_per_image.csv",
+                   ["image", "method", "ratings", "mos", "ci_low", "ci_high"])
     utils.save_csv(pairs, out_dir / "mann_whitney.csv", ["method_a", "method_b", "u", "p"])
     utils.save_figure(distribution_figure(scores, methods, n_raters), out_dir / "mos.png", dpi=120)
     utils.save_text(report_markdown(paths, raters, flagged, methods, pairs, image_rows, order), out_dir / "mos.md")
@@ -567,16 +578,17 @@ def report_markdown(paths: list[utils.PathLike], raters: dict[str, dict], flagge
         "## Raters", "",
         utils.markdown_table(["rater", "ratings", "mean HR", "mean nearest", "median seconds", "status"],
                              [[name, info["ratings"], _fmt(info["hr"]), _fmt(info["nearest"]),
-                               _fmt(info["seconds"], 1), status_text[info["status"]]] for name, info in raters.items()]),
+                               _fmt(info["seconds"], 1), status_text[info["status"]]]
+                              for name, info in raters.items()]),
         "",
         (f"Left out (mean HR score below mean nearest score): {', '.join(flagged)}." if flagged
          else "No rater scored HR below nearest."), "",
         "## MOS per method", "",
-        utils.markdown_table(["method", "ratings", "MOS", "95% CI"],
-                             [[r["method"], r["ratings"], _fmt(r["mos"]), f"{_fmt(r['ci_low'])} - {_fmt(r['ci_high'])}"]
-                              for r in methods]),
+        mos_table(methods),
         "", "![distribution of scores](mos.png)", "",
         "## Mann-Whitney U, two-sided, every pair", "",
+        f"All ratings of one method against all of another, as in the SRGAN paper. The p-values are not "
+        f"corrected for the {len(pairs)} comparisons (Bonferroni: compare them with 0.05 / {len(pairs)}).", "",
         utils.markdown_table(["method A", "method B", "U", "p", "p < 0.05"],
                              [[r["method_a"], r["method_b"], f"{r['u']:.1f}", f"{r['p']:.3g}",
                                "yes" if r["p"] < 0.05 else "no"] for r in pairs]),
@@ -594,9 +606,7 @@ def tally_main(args: argparse.Namespace) -> None:
     for name in result["flagged"]:
         info = result["raters"][name]
         print(f"left out rater {name!r}: mean HR {info['hr']:.2f} < mean nearest {info['nearest']:.2f}")
-    print(utils.markdown_table(["method", "ratings", "MOS", "95% CI"],
-                               [[r["method"], r["ratings"], _fmt(r["mos"]), f"{_fmt(r['ci_low'])} - {_fmt(r['ci_high'])}"]
-                                for r in result["methods"]]))
+    print(mos_table(result["methods"]))
     print(f"wrote {Path(args.out).as_posix()}/mos.csv, mos_per_image.csv, mann_whitney.csv, mos.md, mos.png")
 
 

@@ -109,7 +109,8 @@ def test_make_writes_a_blind_complete_session(tmp_path):
     for token, (image, method) in meta.items():
         assert identify(out / "images" / f"{token}.png", index) == (image, method)
     for low, high in session["calibration"]:
-        low_key, high_key = identify(out / "images" / f"{low}.png", index), identify(out / "images" / f"{high}.png", index)
+        low_key = identify(out / "images" / f"{low}.png", index)
+        high_key = identify(out / "images" / f"{high}.png", index)
         assert low_key[1] == "nearest" and high_key == (low_key[0], "HR")
         assert low not in meta and high not in meta  # calibration answers are not exported
 
@@ -164,7 +165,8 @@ def test_make_errors_are_one_line(tmp_path, capsys, problem, expected):
         inputs = [f"x={tmp_path / STUDENT}", f"x={tmp_path / STUDENT}"]
     elif problem == "unknown method":
         extra = ["--methods", "bicubic,nope"]
-    code = rating.main(["make", *inputs, "--hr", str(tmp_path / "Tiny.json"), "--out", str(tmp_path / "session"), *extra])
+    code = rating.main(["make", *inputs, "--hr", str(tmp_path / "Tiny.json"), "--out", str(tmp_path / "session"),
+                        *extra])
     err = capsys.readouterr().err
     assert code != 0
     assert err.startswith("error: ") and expected in err and err.count("\n") == 1, err
@@ -277,10 +279,11 @@ def test_mann_whitney_matches_counting_and_scipy(tmp_path):
     ("rater,image,method,score,seconds\nA,img_001,HR,4,-1\n", "seconds '-1' is not a number >= 0"),
     ("rater,image,method,score,seconds\nA,img_001,HR,4,1\nA,img_001,HR,5,1\n", "line 3: rater 'A' rated image"),
     ("rater,image,method,score,seconds\n", "no ratings in"),
+    (b"\x89PNG\r\n\x1a\n\x00\x00", "is not a CSV text file"),
 ])
 def test_tally_rejects_bad_ratings_files(tmp_path, capsys, content, expected):
     path = tmp_path / "ratings.csv"
-    path.write_text(content)
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
     assert rating.main(["tally", str(path), "--out", str(tmp_path / "mos")]) != 0
     err = capsys.readouterr().err
     assert err.startswith("error: ") and expected in err and err.count("\n") == 1, err
