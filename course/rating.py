@@ -21,7 +21,8 @@ the rater's name, shows the calibration images, then every image of every method
 nearest-neighbour and HR anchors, rated like the others) one at a time in an order drawn from
 the rater's name, at full resolution with a zoom; keys 1-5 or clicks score it. Every answer is
 kept in the browser's localStorage at once, so a reload or a closed tab loses nothing. At the
-end the rater downloads a CSV ``rater,image,method,score,seconds``.
+end the rater downloads a CSV ``rater,image,method,score,seconds`` (``seconds``: from the image
+appearing to its score; it restarts when the page is reloaded).
 
 Blind: image files have random names, the order is shuffled (in the page and per rater) and the
 page text names no method. The mapping from the opaque ids to image and method names must be in

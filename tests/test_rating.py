@@ -394,13 +394,25 @@ def test_rating_session_in_headless_chromium(tmp_path, browser):
         seen.append(name[:-4])
         seen_keys.append((image, method))
         press(str(score))
-        if i == total // 2:  # reload half-way: nothing lost, same next image
+        if i == total // 2:  # reload half-way: nothing lost, same next image, same progress
             WebDriverWait(browser, 10).until(lambda d: len(stored()["ratings"]) == i + 1)
             next_name = shown(previous=name)[0]
             browser.refresh()
             assert shown()[0] == next_name
             assert len(stored()["ratings"]) == i + 1
             assert browser.find_element(By.ID, "progress-text").text == f"{i + 2} / {total}"
+        if i == total - 3:  # close the tab, open the page again in a new one: same place
+            WebDriverWait(browser, 10).until(lambda d: len(stored()["ratings"]) == i + 1)
+            next_name = shown(previous=name)[0]
+            old_tab = browser.current_window_handle
+            browser.switch_to.new_window("tab")
+            new_tab = browser.current_window_handle
+            browser.switch_to.window(old_tab)
+            browser.close()
+            browser.switch_to.window(new_tab)
+            browser.get(out.joinpath("index.html").as_uri())
+            assert shown()[0] == next_name
+            assert len(stored()["ratings"]) == i + 1
     assert sorted(expected) == sorted(truth)
     assert seen != session["items"]  # the rater's order is drawn, not the page's
 
@@ -418,6 +430,11 @@ def test_rating_session_in_headless_chromium(tmp_path, browser):
     downloaded = list(browser.downloads.glob("*.csv"))
     assert [p.name for p in downloaded] == ["ratings_Ada_the_1st.csv"]
     assert downloaded[0].read_text() == text
+
+    # the next rater: after a confirmation the ratings leave the browser and the name is asked again
+    browser.find_element(By.ID, "restart").click()
+    browser.switch_to.alert.accept()
+    assert browser.find_element(By.ID, "start").is_displayed() and stored() is None
 
     # tally of the export
     result = rating.tally(downloaded, tmp_path / "mos")
