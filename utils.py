@@ -56,12 +56,17 @@ def read_image(path: PathLike, keep_gray: bool = False) -> np.ndarray:
         colour values (no compositing); palette images are expanded; 16-bit
         grayscale is rescaled to 8 bit as ``round(v / 257)`` (16-bit colour PNGs are
         reduced by Pillow itself to their high byte, ``v // 256``, at most one
-        level away); CMYK (including Adobe's inverted CMYK JPEG) is converted to
-        RGB by Pillow. EXIF orientation is not applied.
+        level away); a 32-bit integer image (Pillow mode ``I``) is read as 8-bit levels
+        when its maximum is <= 255, else as 16-bit; a float image (mode ``F``, e.g. a
+        float TIFF) whose values all lie in [0, 1] is taken as [0, 1] (``round(255 v)``),
+        otherwise as levels in [0, 255] (``round(v)``); CMYK (including Adobe's inverted
+        CMYK JPEG) is converted to RGB by Pillow. EXIF orientation is not applied.
 
     Raises:
         FileNotFoundError: the path does not exist.
-        ImageReadError: the file is not a decodable image (truncated, corrupt, not an image).
+        ImageReadError: the file is not a decodable image (truncated, corrupt, not an image),
+            or its values have no clear 8-bit meaning (a float image outside [0, 255] or
+            with NaN/inf, an integer image outside [0, 65535]).
     """
     path = Path(path)
     if not path.is_file():
@@ -76,8 +81,23 @@ def read_image(path: PathLike, keep_gray: bool = False) -> np.ndarray:
 
 def _pil_to_array(im: Image.Image, keep_gray: bool) -> np.ndarray:
     mode = im.mode
+    if mode == "F":  # 32-bit float (TIFF): [0, 1] or [0, 255], see read_image
+        arr = np.asarray(im).astype(np.float64)
+        if not np.isfinite(arr).all():
+            raise ValueError("a float image holding NaN or inf values; save it as an 8-bit PNG instead")
+        lo, hi = float(arr.min()), float(arr.max())
+        if lo < 0 or hi > 255:
+            raise ValueError(f"a float image with values in [{lo:g}, {hi:g}]: the kit reads float images in "
+                             "[0, 1] or [0, 255] only; rescale it or save it as an 8-bit PNG")
+        if hi <= 1:
+            arr = arr * 255.0
+        arr8 = np.floor(arr + 0.5).astype(np.uint8)  # values >= 0: round half up
+        return arr8 if keep_gray else np.repeat(arr8[:, :, None], 3, axis=2)
     if mode in ("I;16", "I;16B", "I;16L", "I"):
         arr = np.asarray(im).astype(np.float64)
+        if arr.size and (arr.min() < 0 or arr.max() > 65535):
+            raise ValueError(f"a 32-bit integer image with values in [{arr.min():g}, {arr.max():g}]: the kit "
+                             "reads 8- and 16-bit images only; rescale it or save it as an 8-bit PNG")
         if mode == "I" and arr.max() <= 255:  # 32-bit container holding 8-bit data
             arr8 = arr.clip(0, 255).astype(np.uint8)
         else:
@@ -420,8 +440,9 @@ def calculate_psnr(img: np.ndarray, ref: np.ndarray, crop_border: int, test_y_ch
         ref: ``uint8`` image of the same shape, the ground truth HR.
         crop_border: pixels shaved from each side before scoring; use ``scale``.
         test_y_channel: score the Y of MATLAB ``rgb2ycbcr`` (see :func:`rgb2y`). With
-            False an RGB pair is scored per channel and the PSNRs are averaged.
-            A single-channel pair is always scored as it is.
+            False an RGB pair is scored on all three channels at once: one MSE over
+            every value, as MATLAB's ``psnr`` on RGB arrays. A single-channel pair is
+            always scored as it is.
 
     Returns:
         ``10 log10(255^2 / MSE)`` computed in float64; ``inf`` when the (cropped)
@@ -430,11 +451,11 @@ def calculate_psnr(img: np.ndarray, ref: np.ndarray, crop_border: int, test_y_ch
     Raises:
         ValueError: non-``uint8`` input, shape mismatch, bad ``crop_border``.
     """
-    values = []
-    for a, b in _metric_channels(img, ref, crop_border, test_y_channel, "calculate_psnr"):
-        mse = np.mean((a - b) ** 2)
-        values.append(float("inf") if mse == 0 else float(10 * np.log10(255.0**2 / mse)))
-    return float(np.mean(values))
+    pairs = _metric_channels(img, ref, crop_border, test_y_channel, "calculate_psnr")
+    # one MSE over every pixel of every channel (MATLAB's psnr on an RGB array), not a mean
+    # of per-channel PSNRs (which is inf as soon as one channel matches)
+    mse = float(np.mean([np.mean((a - b) ** 2) for a, b in pairs]))  # channels have equal size
+    return float("inf") if mse == 0 else float(10 * np.log10(255.0**2 / mse))
 
 
 def _gaussian_window(size: int = 11, sigma: float = 1.5) -> np.ndarray:
