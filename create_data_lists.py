@@ -12,7 +12,8 @@ the training/evaluation code::
 * Test lists (``Set5.json``, ``Set14.json``, ``B100.json``, ``Urban100.json``,
   ``DIV2K-val.json``, ``sample-test.json``) always have an ``lr``: the LR file the data set
   ships, or one made here with ``imresize(modcrop(hr, scale), 1 / scale)`` and cached under
-  ``<output_folder>/lr_cache/<set>/x<scale>/<name>.png``.
+  ``<output_folder>/lr_cache/<set>/x<scale>/<name>.png`` (reused only while the HR pixels, the
+  method and the scale are the same: the PNG records a SHA-256 of the HR pixels).
 
 Folder layouts recognised (``scan_folder``):
 
@@ -49,7 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, PngImagePlugin
 from tqdm import tqdm
 
 from utils import IMAGE_EXTENSIONS, ImageReadError, PathLike, atomic_write, modcrop, read_image, save_image
@@ -240,16 +241,48 @@ def _try_read(path: Path, keep_gray: bool = True) -> tuple[np.ndarray | None, st
         return None, f"cannot decode ({type(err).__name__}: {err})"
 
 
-def _lr_cache_valid(path: Path, hr_path: Path, shape: tuple[int, int]) -> bool:
-    """A cached LR is reused when newer than its HR file, decodable and of the right size."""
-    if not path.is_file() or path.stat().st_mtime < hr_path.stat().st_mtime:
+# What a cached LR file was made from, stored in the PNG itself (a text chunk), so the cache is
+# keyed on content: a new HR image with the same size and an older mtime (``cp -p``,
+# ``rsync -a``, ``tar x``) still gets a new LR. Bump LR_CACHE_METHOD when imresize changes.
+LR_CACHE_METHOD = "imresize-bicubic-matlab-v1"
+LR_CACHE_KEY = "srgan-kit-lr-source"
+
+
+def lr_cache_key(hr: np.ndarray, scale: int) -> str:
+    """The cache key of the LR made from ``hr``: SHA-256 of the decoded pixels, method and scale.
+
+    Args:
+        hr: the HR image as read (``uint8`` ``HxW`` or ``HxWx3``, before mod-cropping).
+        scale: upscaling factor.
+
+    Returns:
+        e.g. ``"sha256=<64 hex> shape=512x512x3 method=imresize-bicubic-matlab-v1 scale=4"``.
+    """
+    pixels = np.ascontiguousarray(hr)
+    digest = hashlib.sha256(memoryview(pixels).cast("B")).hexdigest()
+    return f"sha256={digest} shape={'x'.join(map(str, hr.shape))} method={LR_CACHE_METHOD} scale={scale}"
+
+
+def _lr_cache_valid(path: Path, key: str, shape: tuple[int, int]) -> bool:
+    """A cached LR is reused when it was made from the same HR pixels the same way (same
+    ``key``), is decodable and has the right size."""
+    if not path.is_file():
         return False
     try:
         with Image.open(path) as im:
+            if im.format != "PNG" or im.text.get(LR_CACHE_KEY) != key:
+                return False
             im.load()
             return (im.height, im.width) == shape
     except Exception:  # any decode problem: just make it again
         return False
+
+
+def _save_lr_cache(lr: np.ndarray, path: Path, key: str) -> None:
+    """Write a cached LR as PNG (atomically) with its ``key`` in a text chunk."""
+    info = PngImagePlugin.PngInfo()
+    info.add_text(LR_CACHE_KEY, key)
+    atomic_write(path, lambda tmp: Image.fromarray(lr).save(tmp, format="PNG", pnginfo=info))
 
 
 def build_list(
@@ -319,11 +352,12 @@ def build_list(
             lr_path = cand.lr.resolve()
         elif not training:
             lr_path = cache_dir / f"{cand.name}.png"
-            if not _lr_cache_valid(lr_path, cand.hr, (h // scale, w // scale)):
+            key = lr_cache_key(hr, scale)
+            if not _lr_cache_valid(lr_path, key, (h // scale, w // scale)):
                 from imresize import imresize  # imported here: only test lists need it
 
                 # output_shape rather than scale=1/scale: ceil(in * (1/3)) can overshoot by one in floating point
-                save_image(imresize(modcrop(hr, scale), output_shape=(h // scale, w // scale)), lr_path)
+                _save_lr_cache(imresize(modcrop(hr, scale), output_shape=(h // scale, w // scale)), lr_path, key)
         seen.add(cand.name)
         images.append({"name": cand.name, "hr": str(cand.hr.resolve()), "lr": None if lr_path is None else str(lr_path)})
     return images, skipped

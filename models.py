@@ -32,7 +32,6 @@ from __future__ import annotations
 import inspect
 import math
 import os
-import pickle
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from utils import atomic_write
+from utils import CheckpointError, load_state, save_state
 
 PathLike = str | os.PathLike
 
@@ -153,8 +152,10 @@ class Generator(SRResNet):
         Returns:
             a ``Generator`` (train mode) holding a copy of those weights.
         """
+        what = "SRResNet weights"
         if isinstance(state_or_model, (str, os.PathLike)):
-            state_or_model = load_checkpoint(state_or_model)
+            what = f"SRResNet checkpoint {state_or_model}"
+            state_or_model = load_checkpoint(state_or_model, what="SRResNet checkpoint")
         if isinstance(state_or_model, nn.Module):
             src = _unwrap(state_or_model)
             if not isinstance(src, SRResNet):
@@ -170,6 +171,7 @@ class Generator(SRResNet):
             kwargs = _srresnet_kwargs_from_state(state)
         else:
             raise TypeError(f"expected a module, checkpoint dict, path or state_dict, got {type(state_or_model).__name__}")
+        check_finite_state(state, what)
         generator = cls(**kwargs)
         _load_state(generator, state, "SRResNet weights")
         return generator
@@ -636,8 +638,9 @@ def generator_arch(model: nn.Module) -> dict:
 def save_generator(path: PathLike, model: nn.Module, **extra: Any) -> Path:
     """Save a generator checkpoint ``{"arch": ..., "generator": state_dict, **extra}``.
 
-    The write is atomic (temporary file in the same folder, then ``os.replace``), so an
-    interrupted save never leaves a truncated checkpoint behind. Parent folders are created.
+    Written by ``utils.save_state``: atomic (an interrupted save never leaves a truncated
+    file), safe to load (plain data only), with a SHA-256 digest that loading verifies.
+    Parent folders are created.
 
     Args:
         path: destination file (``.pth``).
@@ -653,32 +656,55 @@ def save_generator(path: PathLike, model: nn.Module, **extra: Any) -> Path:
         raise ValueError(f"extra keys {sorted(reserved)} are reserved for the generator itself")
     net = _unwrap(model)
     checkpoint = {"arch": generator_arch(net), "generator": net.state_dict(), **extra}
-    path = Path(path)
-    atomic_write(path, lambda tmp: torch.save(checkpoint, tmp))
-    return path
+    return save_state(path, checkpoint)
 
 
-def load_checkpoint(path: PathLike, map_location: str | torch.device = "cpu") -> Any:
-    """Read a ``torch.save`` file.
+def load_checkpoint(path: PathLike, map_location: str | torch.device = "cpu",
+                    what: str = "checkpoint") -> dict:
+    """Read a kit ``.pth`` file safely (``utils.load_state``: never unpickles code, checks the digest).
 
-    Tries the safe ``weights_only=True`` loader first; a checkpoint that also stores Python
-    objects (e.g. an EasyDict config) is then unpickled in full, so only load files you trust.
+    Args:
+        path: the file. map_location: where to put its tensors. what: named in error messages.
+
+    Returns:
+        the saved dict.
+
+    Raises:
+        utils.CheckpointError: one line naming the file and what is wrong (a missing file is
+            also a ``FileNotFoundError``).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"no checkpoint at {path}: train one with train.ipynb (or solver.py), "
-            "or point to an existing .pth checkpoint file")
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError:
-        pass
-    except Exception as err:  # noqa: BLE001 - truncated/corrupt/not a torch file
-        raise ValueError(f"{path} is not a readable PyTorch checkpoint: {err}") from err
-    try:
-        return torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure means "not a checkpoint"
-        raise ValueError(f"{path} is not a readable PyTorch checkpoint: {err}") from err
+    state = load_state(path, what=what)
+    if str(map_location) != "cpu":
+        state = _to_device(state, map_location)
+    return state
+
+
+def _to_device(obj: Any, device: str | torch.device) -> Any:
+    """Move every tensor inside nested dicts/lists/tuples to ``device``."""
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device)
+    if isinstance(obj, dict):
+        return type(obj)((k, _to_device(v, device)) for k, v in obj.items())
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_device(v, device) for v in obj)
+    return obj
+
+
+def check_finite_state(state: dict, what: str) -> None:
+    """Refuse weights holding NaN or inf (a diverged run), with one line naming the first one.
+
+    Args:
+        state: a ``state_dict`` (str -> tensor). what: names the file, for the message.
+
+    Raises:
+        utils.CheckpointError: a floating-point tensor holds NaN or inf.
+    """
+    for name, tensor in state.items():
+        if torch.is_tensor(tensor) and tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise CheckpointError(
+                f"{what} holds NaN/inf weights ({bad} values in {name}): the training run diverged; "
+                "use an earlier checkpoint or retrain with a lower learning rate")
 
 
 def _load_state(model: nn.Module, state: dict, what: str) -> None:
@@ -703,16 +729,19 @@ def load_generator(path: PathLike, device: str | torch.device = "cpu") -> nn.Mod
         the generator (``SRResNet``, ``Generator`` or ``RRDBNet``) in eval mode on ``device``.
 
     Raises:
-        FileNotFoundError: no such file. ValueError: not a kit generator checkpoint.
+        utils.CheckpointError (a ValueError): no such file (also a ``FileNotFoundError``), not a
+            safe, intact PyTorch file (see ``utils.load_state``), or weights holding NaN/inf.
+        ValueError: not a kit generator checkpoint.
         RuntimeError: the weights do not fit the recorded architecture.
     """
-    checkpoint = load_checkpoint(path)
-    if not isinstance(checkpoint, dict) or "arch" not in checkpoint or "generator" not in checkpoint:
-        found = sorted(map(str, checkpoint))[:8] if isinstance(checkpoint, dict) else type(checkpoint).__name__
+    checkpoint = load_checkpoint(path, what="generator checkpoint")
+    if "arch" not in checkpoint or "generator" not in checkpoint:
+        found = sorted(map(str, checkpoint))[:8]
         raise ValueError(
             f"{path} is not a kit generator checkpoint: expected a dict with keys 'arch' and "
             f"'generator' (written by models.save_generator / solver.py), found {found}. "
             "For a bare state_dict build the network yourself and call load_state_dict.")
+    check_finite_state(checkpoint["generator"], f"generator checkpoint {path}")
     model = build_generator(checkpoint["arch"])
     _load_state(model, checkpoint["generator"], f"weights in {path}")
     return model.to(device).eval()

@@ -77,7 +77,7 @@ from tqdm.auto import tqdm
 
 import models
 from datasets import EvalDataset, TrainDataset
-from utils import atomic_write
+from utils import CheckpointError, atomic_write, load_state, save_state
 
 CHECKPOINT_FORMAT = 1
 
@@ -833,8 +833,9 @@ def _set_rng_state(state: dict) -> None:
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` through ``utils.atomic_write``: the file is never partial."""
-    atomic_write(path, lambda tmp: torch.save(obj, tmp))
+    """Save a dict of tensors and plain data with ``utils.save_state``: atomic (never partial),
+    safe to load, with a SHA-256 digest that ``utils.load_state`` verifies."""
+    save_state(path, obj)
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
@@ -843,12 +844,16 @@ def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
-    """Read a training checkpoint written by ``save_checkpoint`` (on the CPU)."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    """Read a training checkpoint written by ``save_checkpoint`` (on the CPU).
+
+    Raises ``utils.CheckpointError`` (one line naming the file) for a missing, empty, foreign,
+    corrupted (digest mismatch) or unsafe file, or an unsupported format version.
+    """
+    ckpt = load_state(path, what="training checkpoint")
     version = ckpt.get("format_version")
     if version != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path}: checkpoint format {version} is not supported "
-                         f"(this solver reads format {CHECKPOINT_FORMAT})")
+        raise CheckpointError(f"training checkpoint {path}: format {version} is not supported "
+                              f"(this solver reads format {CHECKPOINT_FORMAT}); is it a generator file?")
     return ckpt
 
 

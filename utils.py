@@ -12,11 +12,16 @@ Conventions (the one place they are defined; every module follows them):
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
+import hashlib
 import os
+import pickle
 import re
+import sys
 import uuid
 import warnings
+from collections import Counter, OrderedDict
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -51,12 +56,17 @@ def read_image(path: PathLike, keep_gray: bool = False) -> np.ndarray:
         colour values (no compositing); palette images are expanded; 16-bit
         grayscale is rescaled to 8 bit as ``round(v / 257)`` (16-bit colour PNGs are
         reduced by Pillow itself to their high byte, ``v // 256``, at most one
-        level away); CMYK (including Adobe's inverted CMYK JPEG) is converted to
-        RGB by Pillow. EXIF orientation is not applied.
+        level away); a 32-bit integer image (Pillow mode ``I``) is read as 8-bit levels
+        when its maximum is <= 255, else as 16-bit; a float image (mode ``F``, e.g. a
+        float TIFF) whose values all lie in [0, 1] is taken as [0, 1] (``round(255 v)``),
+        otherwise as levels in [0, 255] (``round(v)``); CMYK (including Adobe's inverted
+        CMYK JPEG) is converted to RGB by Pillow. EXIF orientation is not applied.
 
     Raises:
         FileNotFoundError: the path does not exist.
-        ImageReadError: the file is not a decodable image (truncated, corrupt, not an image).
+        ImageReadError: the file is not a decodable image (truncated, corrupt, not an image),
+            or its values have no clear 8-bit meaning (a float image outside [0, 255] or
+            with NaN/inf, an integer image outside [0, 65535]).
     """
     path = Path(path)
     if not path.is_file():
@@ -71,8 +81,23 @@ def read_image(path: PathLike, keep_gray: bool = False) -> np.ndarray:
 
 def _pil_to_array(im: Image.Image, keep_gray: bool) -> np.ndarray:
     mode = im.mode
+    if mode == "F":  # 32-bit float (TIFF): [0, 1] or [0, 255], see read_image
+        arr = np.asarray(im).astype(np.float64)
+        if not np.isfinite(arr).all():
+            raise ValueError("a float image holding NaN or inf values; save it as an 8-bit PNG instead")
+        lo, hi = float(arr.min()), float(arr.max())
+        if lo < 0 or hi > 255:
+            raise ValueError(f"a float image with values in [{lo:g}, {hi:g}]: the kit reads float images in "
+                             "[0, 1] or [0, 255] only; rescale it or save it as an 8-bit PNG")
+        if hi <= 1:
+            arr = arr * 255.0
+        arr8 = np.floor(arr + 0.5).astype(np.uint8)  # values >= 0: round half up
+        return arr8 if keep_gray else np.repeat(arr8[:, :, None], 3, axis=2)
     if mode in ("I;16", "I;16B", "I;16L", "I"):
         arr = np.asarray(im).astype(np.float64)
+        if arr.size and (arr.min() < 0 or arr.max() > 65535):
+            raise ValueError(f"a 32-bit integer image with values in [{arr.min():g}, {arr.max():g}]: the kit "
+                             "reads 8- and 16-bit images only; rescale it or save it as an 8-bit PNG")
         if mode == "I" and arr.max() <= 255:  # 32-bit container holding 8-bit data
             arr8 = arr.clip(0, 255).astype(np.uint8)
         else:
@@ -112,6 +137,187 @@ def atomic_write(path: PathLike, write: Callable[[str], None]) -> Path:
             os.remove(tmp)
         raise
     return path
+
+
+# ---------------------------------------------------------------------- checkpoint files (.pth)
+#
+# The one place the kit reads and writes ``.pth`` files. A file is a dict saved with
+# ``torch.save`` that PyTorch's safe loader (``weights_only=True``) reads: tensors, numbers,
+# strings, bytes, None and plain containers (dict, OrderedDict, Counter, list, tuple, set),
+# nothing that runs code when loaded. ``save_state`` adds the key ``DIGEST_KEY``: the
+# SHA-256 of every tensor (its name = path in the dict, dtype, shape and bytes) and of
+# every plain value, in order. ``load_state`` never unpickles code (no fallback to
+# ``weights_only=False``) and checks the digest, so flipped bytes are an error, not a
+# silently wrong network or a resumed run that diverges later.
+
+DIGEST_KEY = "state_sha256"
+_CONTAINERS = (dict, OrderedDict, Counter)
+_SEQUENCES = (list, tuple, torch.Size)
+_SCALARS = (type(None), bool, int, float, complex, str, bytes, torch.dtype, torch.device)
+_TEXT_BYTES = set(range(32, 127)) | {9, 10, 13}
+
+
+class CheckpointError(ValueError):
+    """A ``.pth`` file cannot be used; the one-line message names the file and says what is wrong."""
+
+
+class CheckpointMissingError(CheckpointError, FileNotFoundError):
+    """The ``.pth`` file does not exist (also a ``FileNotFoundError``)."""
+
+
+def _digest_update(h: "hashlib._Hash", obj: object, name: str) -> None:
+    """Feed ``obj`` (found at ``name`` inside the saved dict) into the hash ``h``.
+
+    Every item is written with a type tag and a length, so different contents can never
+    give the same byte stream. Raises ``TypeError`` for a type the safe loader refuses.
+    """
+    def put(tag: bytes, data: bytes) -> None:
+        h.update(tag + len(data).to_bytes(8, "little") + data)
+
+    if isinstance(obj, torch.Tensor) and type(obj) in (torch.Tensor, torch.nn.Parameter):
+        if obj.layout != torch.strided or obj.is_quantized:
+            raise TypeError(f"{name}: only dense tensors can be saved, got layout {obj.layout}")
+        t = obj.detach().cpu().resolve_conj().resolve_neg().contiguous()
+        put(b"T", f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
+        put(b"D", memoryview(t.reshape(-1).view(torch.uint8).numpy()).tobytes()
+            if t.numel() else b"")
+    elif type(obj) in _CONTAINERS:
+        put(b"M", f"{name}|{len(obj)}".encode())
+        for key, value in obj.items():
+            if type(key) not in _SCALARS:
+                raise TypeError(f"{name}: dict key {key!r} of type {type(key).__name__} cannot be saved")
+            put(b"K", f"{type(key).__name__}:{key!r}".encode())
+            _digest_update(h, value, f"{name}/{key}")
+    elif type(obj) in _SEQUENCES:
+        put(b"L", f"{name}|{len(obj)}".encode())
+        for i, value in enumerate(obj):
+            _digest_update(h, value, f"{name}/{i}")
+    elif type(obj) is set:
+        put(b"S", f"{name}|{len(obj)}".encode())
+        for value in sorted(obj, key=repr):
+            _digest_update(h, value, f"{name}/*")
+    elif type(obj) in _SCALARS:
+        put(b"V", f"{name}|{type(obj).__name__}:{obj!r}".encode())
+    else:
+        raise TypeError(
+            f"{name or 'the state'}: a {type(obj).__name__} cannot be saved in a kit .pth file (only "
+            "tensors, numbers, strings and plain dict/list/tuple/set); convert it first, e.g. an "
+            "EasyDict with a plain dict, a numpy array with torch.from_numpy")
+
+
+def state_digest(obj: dict) -> str:
+    """SHA-256 (hex) of a state dict as ``save_state`` stores it (the ``DIGEST_KEY`` entry left out).
+
+    Args:
+        obj: a dict of tensors and plain values (see the banner above).
+
+    Returns:
+        64 hex characters; equal for equal names, dtypes, shapes, tensor bytes and values.
+
+    Raises:
+        TypeError: ``obj`` holds something the safe loader would refuse.
+    """
+    h = hashlib.sha256()
+    _digest_update(h, {k: v for k, v in obj.items() if k != DIGEST_KEY}, "")
+    return h.hexdigest()
+
+
+def save_state(path: PathLike, obj: dict) -> Path:
+    """Write ``obj`` to ``path`` as a kit ``.pth`` file: safe-loadable, with its SHA-256 digest.
+
+    Args:
+        path: destination file; parent folders are created. The write is atomic (see
+            :func:`atomic_write`): ``path`` is the old file or the new one, never partial.
+        obj: a dict of tensors and plain values (no modules, no EasyDict, no numpy). Tensors
+            are saved as they are (device and dtype); load with ``load_state`` (on the CPU).
+
+    Returns:
+        ``path``.
+
+    Raises:
+        TypeError: ``obj`` is not a dict or holds a type the safe loader would refuse
+            (caught here, before anything is written).
+    """
+    if type(obj) not in _CONTAINERS:
+        raise TypeError(f"save_state expects a dict, got {type(obj).__name__}")
+    stored = {k: v for k, v in obj.items() if k != DIGEST_KEY}
+    stored[DIGEST_KEY] = state_digest(stored)
+    return atomic_write(path, lambda tmp: torch.save(stored, tmp))
+
+
+def _one_line(err: BaseException) -> str:
+    """The most telling line of a (possibly multi-line) error message."""
+    text = str(err)
+    match = re.search(r"GLOBAL ([\w.]+)", text)
+    if match:
+        return f"it refers to the Python object {match.group(1)}"
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0][:200] if lines else type(err).__name__
+
+
+def load_state(path: PathLike, what: str = "checkpoint") -> dict:
+    """Read a kit ``.pth`` file safely and check its digest; returns the dict (on the CPU).
+
+    Only PyTorch's safe loader is used (``torch.load(weights_only=True)``): the kit never
+    unpickles code, so a file holding Python objects is refused rather than run. Files
+    without a digest (written by plain ``torch.save``) load unchecked.
+
+    Args:
+        path: the file.
+        what: what the file should be, for messages ("generator checkpoint", "training
+            checkpoint", ...).
+
+    Returns:
+        the saved dict without its ``DIGEST_KEY`` entry; tensors on the CPU.
+
+    Raises:
+        CheckpointMissingError: no such file (a ``CheckpointError`` and a ``FileNotFoundError``).
+        CheckpointError: one line naming the file and the problem: empty, not a PyTorch file
+            (text/HTML, truncated, corrupted), refused by the safe loader, digest mismatch
+            (corrupted), or not a dict.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointMissingError(
+            f"no {what} at {path}: train one with train.ipynb (or solver.py), or point to an existing .pth file")
+    size = path.stat().st_size
+    if size == 0:
+        raise CheckpointError(f"{what} {path} is empty (0 bytes), e.g. a save or copy that did not finish; "
+                              "use an intact copy")
+    with open(path, "rb") as f:
+        head = f.read(512)
+    # torch.save writes a zip archive; files from torch < 1.6 are a bare pickle (protocol 2).
+    if not (head.startswith(b"PK\x03\x04") or head.startswith(b"\x80")):
+        kind = ("an HTML page (a failed download?)" if head.lstrip()[:1] == b"<"
+                else "a text file" if set(head) <= _TEXT_BYTES else "not a PyTorch file")
+        raise CheckpointError(f"{what} {path} is not a readable PyTorch checkpoint: it is {kind}; "
+                              "use the .pth file itself")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "GLOBAL" not in str(err):  # a damaged pickle stream, not a refused object
+            raise CheckpointError(f"{what} {path} is not a readable PyTorch checkpoint (corrupted: "
+                                  f"{_one_line(err)}); use an intact copy") from None
+        raise CheckpointError(
+            f"{what} {path} was refused by the safe loader ({_one_line(err)}): it may contain code, and the kit "
+            f"never unpickles code. Only if you made it yourself and trust it: "
+            f"python utils.py convert-trusted {path} NEW.pth") from None
+    except Exception as err:  # noqa: BLE001 - truncated zip, bad header, storage size mismatch, ...
+        raise CheckpointError(f"{what} {path} is not a readable PyTorch checkpoint (truncated or corrupted: "
+                              f"{_one_line(err)}); use an intact copy") from None
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{what} {path} holds a {type(obj).__name__}, not a dict; "
+                              "it was not written by the kit")
+    stored = obj.pop(DIGEST_KEY, None)
+    if stored is not None:
+        try:
+            actual = state_digest(obj)
+        except TypeError:
+            actual = None
+        if actual != stored:
+            raise CheckpointError(f"{what} {path} is corrupted: its contents do not match the SHA-256 digest "
+                                  "stored in it; use an intact copy (copy or download it again, or retrain)")
+    return obj
 
 
 def save_image(img: np.ndarray, path: PathLike) -> None:
@@ -234,8 +440,9 @@ def calculate_psnr(img: np.ndarray, ref: np.ndarray, crop_border: int, test_y_ch
         ref: ``uint8`` image of the same shape, the ground truth HR.
         crop_border: pixels shaved from each side before scoring; use ``scale``.
         test_y_channel: score the Y of MATLAB ``rgb2ycbcr`` (see :func:`rgb2y`). With
-            False an RGB pair is scored per channel and the PSNRs are averaged.
-            A single-channel pair is always scored as it is.
+            False an RGB pair is scored on all three channels at once: one MSE over
+            every value, as MATLAB's ``psnr`` on RGB arrays. A single-channel pair is
+            always scored as it is.
 
     Returns:
         ``10 log10(255^2 / MSE)`` computed in float64; ``inf`` when the (cropped)
@@ -244,11 +451,11 @@ def calculate_psnr(img: np.ndarray, ref: np.ndarray, crop_border: int, test_y_ch
     Raises:
         ValueError: non-``uint8`` input, shape mismatch, bad ``crop_border``.
     """
-    values = []
-    for a, b in _metric_channels(img, ref, crop_border, test_y_channel, "calculate_psnr"):
-        mse = np.mean((a - b) ** 2)
-        values.append(float("inf") if mse == 0 else float(10 * np.log10(255.0**2 / mse)))
-    return float(np.mean(values))
+    pairs = _metric_channels(img, ref, crop_border, test_y_channel, "calculate_psnr")
+    # one MSE over every pixel of every channel (MATLAB's psnr on an RGB array), not a mean
+    # of per-channel PSNRs (which is inf as soon as one channel matches)
+    mse = float(np.mean([np.mean((a - b) ** 2) for a, b in pairs]))  # channels have equal size
+    return float("inf") if mse == 0 else float(10 * np.log10(255.0**2 / mse))
 
 
 def _gaussian_window(size: int = 11, sigma: float = 1.5) -> np.ndarray:
@@ -1060,3 +1267,83 @@ def save_sr_set(dataset, models: dict[str, torch.nn.Module | None], out_dir: Pat
         for label, sr in results.items():
             save_image(sr, out_dir / sr_filename(name, label, scale))
     return outputs
+
+
+# ---------------------------------------------------------------------- command line
+
+
+def _plain_state(obj: object, name: str = "") -> object:
+    """``obj`` with what the safe loader refuses turned into plain data (for ``convert_trusted``).
+
+    EasyDict and other dict subclasses -> dict, numpy arrays -> tensors, numpy scalars ->
+    Python numbers, modules -> their ``state_dict``, paths -> str. Raises ``TypeError`` for
+    anything else, naming where it is.
+    """
+    if isinstance(obj, torch.nn.Module):
+        return _plain_state(obj.state_dict(), name)
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().clone() if type(obj) is not torch.Tensor else obj
+    if isinstance(obj, dict):
+        return {k: _plain_state(v, f"{name}/{k}") for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain_state(v, f"{name}/{i}") for i, v in enumerate(obj)]
+    if isinstance(obj, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(obj))
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    if type(obj) in _SCALARS or type(obj) is set:
+        return obj
+    raise TypeError(f"{name or 'the file'} holds a {type(obj).__module__}.{type(obj).__name__}, which has no "
+                    "plain-data form; convert this file by hand")
+
+
+def convert_trusted(src: PathLike, dst: PathLike) -> Path:
+    """Rewrite a ``.pth`` file YOU TRUST as a safe kit file (plain data + digest).
+
+    This is the kit's only call of ``torch.load(weights_only=False)``, which runs whatever
+    code the file's pickle names: use it only on a file you made yourself or fully trust.
+
+    Args:
+        src: the old file (e.g. with an EasyDict config or numpy arrays, or a pickled module).
+        dst: the new file; must not exist yet (nothing is overwritten).
+
+    Returns:
+        ``dst``, which ``load_state`` reads.
+
+    Raises:
+        FileNotFoundError: no ``src``. FileExistsError: ``dst`` exists.
+        TypeError: ``src`` holds an object with no plain-data form.
+    """
+    src, dst = Path(src), Path(dst)
+    if not src.is_file():
+        raise FileNotFoundError(f"no file at {src}")
+    if dst.exists():
+        raise FileExistsError(f"{dst} exists: choose a new file name (nothing is overwritten)")
+    obj = _plain_state(torch.load(src, map_location="cpu", weights_only=False))
+    if not isinstance(obj, dict):
+        obj = {"state": obj}
+    return save_state(dst, obj)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python utils.py convert-trusted OLD.pth NEW.pth``; returns the exit status."""
+    parser = argparse.ArgumentParser(prog="python utils.py", description="Kit file tools.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    conv = sub.add_parser("convert-trusted", help="rewrite a .pth file you trust (it may run code when "
+                          "read) as a safe kit file with a digest")
+    conv.add_argument("src", help="the trusted old file")
+    conv.add_argument("dst", help="the new file (must not exist)")
+    args = parser.parse_args(argv)
+    try:
+        out = convert_trusted(args.src, args.dst)
+    except (OSError, TypeError, ValueError, RuntimeError, pickle.UnpicklingError) as err:
+        print(f"error: {str(err).splitlines()[0] if str(err) else type(err).__name__}", file=sys.stderr)
+        return 1
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -70,17 +70,17 @@ def export(checkpoint: Path, dst: Path, sets: dict[str, EvalDataset], hardware: 
     ``models.interpolate_networks(interpolate_with, generator, alpha)`` (ESRGAN network
     interpolation with the PSNR-oriented network the GAN stage started from).
     """
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    state = utils.load_state(checkpoint, what="training checkpoint")
     stage, epoch, step = int(state["stage"]), int(state["epoch"]), int(state["global_step"])
     weights = state["generator"]
     if generator is not None:
-        kept = torch.load(generator, map_location="cpu", weights_only=True)
+        kept = utils.load_state(generator, what="generator checkpoint")
         if kept["arch"] != state["arch"]:
             raise SystemExit(f"{generator} is not a generator of the run {checkpoint} (other architecture)")
         stage, epoch, step, weights = int(kept["stage"]), int(kept["epoch"]), int(kept["global_step"]), kept["generator"]
     log = [row for row in state["log"] if (int(row["stage"]), int(row["epoch"])) <= (stage, epoch)]
     if interpolate_with is not None:
-        base = torch.load(interpolate_with, map_location="cpu", weights_only=True)
+        base = utils.load_state(interpolate_with, what="generator checkpoint")
         weights = models.interpolate_networks(base["generator"], weights, alpha)
     net = models.build_generator(state["arch"])
     net.load_state_dict(weights)

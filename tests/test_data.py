@@ -130,6 +130,58 @@ def test_test_list_makes_lr_with_imresize_and_caches_it(tmp_path, capsys):
     assert out_lines == ["MySet: 2 images (LR made with imresize)"] * 2
 
 
+def _smooth(h: int, w: int, seed: int) -> np.ndarray:
+    """A smooth random RGB image (bicubic x4 recovers it well, unlike noise)."""
+    small = np.random.default_rng(seed).integers(0, 256, (h // 16 + 2, w // 16 + 2, 3)).astype(np.float64)
+    grid = np.kron(small, np.ones((16, 16, 1)))[:h, :w]
+    blurred = np.asarray(Image.fromarray(grid.astype(np.uint8)).resize((w // 4, h // 4), Image.BILINEAR)
+                         .resize((w, h), Image.BICUBIC))
+    return blurred
+
+
+def test_lr_cache_is_keyed_on_hr_content_not_mtime(tmp_path):
+    """cp -p / rsync -a / tar x: a new HR image of the same size with an older mtime gets a new LR."""
+    from utils import bicubic_upscale, calculate_psnr
+
+    first, second = _smooth(64, 64, 1), _smooth(64, 64, 2)
+    hr_path = save_png(first, tmp_path / "set" / "a.png")
+    out = tmp_path / "lists"
+    create_data_lists([], {"MySet": str(tmp_path / "set")}, str(out))
+    lr_path = Path(load_data_list(out / "MySet.json")["images"][0]["lr"])
+    old_lr = read_image(lr_path)
+
+    save_png(second, hr_path)  # same size, different content ...
+    past = lr_path.stat().st_mtime - 3600
+    os.utime(hr_path, (past, past))  # ... and older than the cached LR
+    assert hr_path.stat().st_size > 0 and hr_path.stat().st_mtime < lr_path.stat().st_mtime
+    create_data_lists([], {"MySet": str(tmp_path / "set")}, str(out))
+    lr = read_image(load_data_list(out / "MySet.json")["images"][0]["lr"])
+    np.testing.assert_array_equal(lr, imresize(second, scale=1 / 4))
+    psnr = calculate_psnr(bicubic_upscale(lr, 4), second, crop_border=4)
+    stale = calculate_psnr(bicubic_upscale(old_lr, 4), second, crop_border=4)
+    assert psnr > 30 and stale < psnr - 10, (psnr, stale)
+
+
+def test_lr_cache_is_reused_for_unchanged_images(tmp_path):
+    hr = _smooth(48, 48, 3)
+    hr_path = save_png(hr, tmp_path / "set" / "a.png")
+    out = tmp_path / "lists"
+    create_data_lists([], {"MySet": str(tmp_path / "set")}, str(out))
+    lr_path = Path(load_data_list(out / "MySet.json")["images"][0]["lr"])
+    before = (lr_path.stat().st_ino, lr_path.stat().st_mtime_ns, lr_path.read_bytes())
+    os.utime(hr_path)  # touched (newer mtime), same pixels: nothing to redo
+    create_data_lists([], {"MySet": str(tmp_path / "set")}, str(out))
+    assert (lr_path.stat().st_ino, lr_path.stat().st_mtime_ns, lr_path.read_bytes()) == before
+    # the same pixels at another scale get their own LR
+    create_data_lists([], {"MySet": str(tmp_path / "set")}, str(out), scale=2)
+    lr2 = Path(load_data_list(out / "MySet.json")["images"][0]["lr"])
+    np.testing.assert_array_equal(read_image(lr2), imresize(hr, scale=1 / 2))
+    # and the key names the content, the method and the scale
+    assert cdl.lr_cache_key(hr, 4) != cdl.lr_cache_key(hr, 2) != cdl.lr_cache_key(_smooth(48, 48, 4), 2)
+    with Image.open(lr_path) as im:
+        assert im.text[cdl.LR_CACHE_KEY] == cdl.lr_cache_key(hr, 4)
+
+
 def test_imresize_lr_equals_matlab_lr_files(benchmark_dir, tmp_path):
     """A plain folder of Set5/Set14 HR images gets LR files identical to MATLAB's."""
     plain = {}

@@ -84,9 +84,20 @@ def test_psnr_y_channel_and_rgb_average():
     y_img = rgb2y(img)[b:-b, b:-b].astype(np.float64)
     expected_y = 10 * math.log10(255**2 / np.mean((y_img - y_ref) ** 2))
     assert calculate_psnr(img, ref, b) == pytest.approx(expected_y, abs=1e-10)
-    per_channel = [10 * math.log10(255**2 / np.mean((img[b:-b, b:-b, c].astype(float) - ref[b:-b, b:-b, c]) ** 2))
-                   for c in range(3)]
-    assert calculate_psnr(img, ref, b, test_y_channel=False) == pytest.approx(np.mean(per_channel), abs=1e-10)
+    # RGB: one MSE over all channels, as MATLAB's psnr(img, ref) on HxWx3 arrays
+    mse_rgb = np.mean((img[b:-b, b:-b].astype(float) - ref[b:-b, b:-b]) ** 2)
+    assert calculate_psnr(img, ref, b, test_y_channel=False) == pytest.approx(
+        10 * math.log10(255**2 / mse_rgb), abs=1e-10)
+
+
+def test_rgb_psnr_is_finite_when_only_one_channel_matches():
+    ref = np.zeros((8, 8, 3), np.uint8)
+    img = ref.copy()
+    img[..., 1:] = 10  # red identical, green and blue 10 levels off
+    # MSE over all 3 x 64 values = (0 + 100 + 100) / 3; a mean of per-channel PSNRs would be inf
+    expected = 10 * math.log10(255**2 / (200 / 3))
+    assert calculate_psnr(img, ref, 0, test_y_channel=False) == pytest.approx(expected, abs=1e-10)
+    assert calculate_psnr(img, ref, 0, test_y_channel=False) == pytest.approx(29.8917, abs=1e-4)  # by hand
 
 
 def test_metrics_reject_bad_input():

@@ -180,11 +180,16 @@ def test_generator_arch_and_build():
         models.save_generator("unused.pth", net, generator={})
 
 
-def test_checkpoint_with_python_objects_loads(tmp_path):
+def test_checkpoint_with_python_objects_is_refused_not_unpickled(tmp_path):
     easydict = pytest.importorskip("easydict")
     net = tiny_srresnet(2)
-    path = models.save_generator(tmp_path / "g.pth", net, config=easydict.EasyDict(lr=1e-4))
-    assert isinstance(models.load_generator(path), models.SRResNet)
+    with pytest.raises(TypeError, match="EasyDict"):  # caught before anything is written
+        models.save_generator(tmp_path / "g.pth", net, config=easydict.EasyDict(lr=1e-4))
+    assert not (tmp_path / "g.pth").exists()
+    torch.save({"arch": models.generator_arch(net), "generator": net.state_dict(),
+                "config": easydict.EasyDict(lr=1e-4)}, tmp_path / "old.pth")
+    with pytest.raises(ValueError, match="never unpickles code.*convert-trusted"):
+        models.load_generator(tmp_path / "old.pth")
 
 
 # ---------------------------------------------------------------------------- ESRGAN parts

@@ -3,6 +3,7 @@ and printed in the README, and the SRGAN keeps the promise of issue 5 on Set5 (s
 SRResNet, PSNR above bicubic). Needs the team's Set5/Set14 (../shared); skips without them."""
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from pathlib import Path
@@ -95,3 +96,25 @@ def test_shipped_generators_beat_bicubic_and_the_srgan_is_sharper(scores):
         assert srresnet["psnr"] > bicubic["psnr"] and srgan["psnr"] > bicubic["psnr"], name
         assert srgan["sharpness"] > srresnet["sharpness"] > bicubic["sharpness"], name
         assert all(math.isfinite(v) for v in srgan.values())
+
+
+def _readme_sha256() -> dict[str, str]:
+    """``{repo-relative path: sha256}`` from the README's list of shipped files."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    return dict(re.findall(r"^\* `(checkpoints/[^`]+\.pth)`: `([0-9a-f]{64})`$", text, flags=re.M))
+
+
+def test_shipped_files_match_the_readme_sha256():
+    listed = _readme_sha256()
+    shipped = sorted(str(p.relative_to(REPO)) for p in (REPO / "checkpoints").rglob("*.pth"))
+    assert sorted(listed) == shipped, "the README must list the SHA-256 of every shipped .pth"
+    for rel, digest in listed.items():
+        assert hashlib.sha256((REPO / rel).read_bytes()).hexdigest() == digest, f"{rel} differs from the README"
+
+
+@pytest.mark.parametrize("rel", ["checkpoints/srresnet_x4.pth", "checkpoints/srgan_x4.pth",
+                                 "checkpoints/resume/srresnet291/checkpoint.pth"])
+def test_shipped_files_carry_a_verified_digest(rel):
+    raw = torch.load(REPO / rel, map_location="cpu", weights_only=True)
+    assert raw[utils.DIGEST_KEY] == utils.state_digest(raw)
+    assert utils.DIGEST_KEY not in utils.load_state(REPO / rel)

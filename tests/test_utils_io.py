@@ -126,3 +126,58 @@ def test_atomic_write_normal_permissions_and_no_partial_file(tmp_path):
         atomic_write(target, failing)
     assert read_image(target).shape == (4, 5, 3)  # the old file survives intact
     assert sorted(p.name for p in target.parent.iterdir()) == ["img.png"]  # no temp left behind
+
+
+# ---------------------------------------------------------------------- float and 32-bit TIFF
+
+
+def _ramp(h: int = 12, w: int = 10) -> np.ndarray:
+    return np.linspace(0.0, 1.0, h * w).reshape(h, w)
+
+
+@pytest.mark.parametrize("peak", [1.0, 255.0], ids=["unit-range", "8-bit-range"])
+def test_float_tiff_is_read_by_its_range(tmp_path, peak):
+    v = (_ramp() * peak).astype(np.float32)
+    Image.fromarray(v, mode="F").save(tmp_path / "f.tif")
+    with Image.open(tmp_path / "f.tif") as im:
+        assert im.mode == "F"
+    gray = read_image(tmp_path / "f.tif", keep_gray=True)
+    expected = np.floor(v.astype(np.float64) * (255.0 / peak) + 0.5).astype(np.uint8)
+    assert gray.dtype == np.uint8 and np.array_equal(gray, expected)
+    assert gray.min() == 0 and gray.max() == 255
+    assert np.array_equal(read_image(tmp_path / "f.tif"), np.repeat(gray[:, :, None], 3, axis=2))
+
+
+@pytest.mark.parametrize("values, words", [
+    (lambda v: v * 1000.0, "[0, 1000]"),
+    (lambda v: v - 0.5, "[-0.5, 0.5]"),
+    (lambda v: np.where(v > 0.5, np.nan, v), "NaN"),
+])
+def test_float_tiff_without_a_clear_range_is_refused_in_one_line(tmp_path, values, words):
+    Image.fromarray(values(_ramp()).astype(np.float32), mode="F").save(tmp_path / "odd.tif")
+    with pytest.raises(ImageReadError) as err:
+        read_image(tmp_path / "odd.tif")
+    msg = str(err.value)
+    assert "odd.tif" in msg and words in msg and "\n" not in msg
+
+
+def test_16bit_tiff_is_rounded_to_8bit(tmp_path):
+    v = (_ramp() * 65535).round().astype(np.uint16)
+    Image.fromarray(v).save(tmp_path / "g16.tif")
+    with Image.open(tmp_path / "g16.tif") as im:
+        assert im.mode == "I;16"
+    assert np.array_equal(read_image(tmp_path / "g16.tif", keep_gray=True), np.round(v / 257).astype(np.uint8))
+
+
+def test_32bit_integer_tiff(tmp_path):
+    v16 = (_ramp() * 65535).round().astype(np.int32)
+    Image.fromarray(v16, mode="I").save(tmp_path / "i16.tif")
+    with Image.open(tmp_path / "i16.tif") as im:
+        assert im.mode == "I"
+    assert np.array_equal(read_image(tmp_path / "i16.tif", keep_gray=True), np.round(v16 / 257).astype(np.uint8))
+    v8 = (_ramp() * 255).round().astype(np.int32)  # 8-bit levels in a 32-bit container
+    Image.fromarray(v8, mode="I").save(tmp_path / "i8.tif")
+    assert np.array_equal(read_image(tmp_path / "i8.tif", keep_gray=True), v8.astype(np.uint8))
+    Image.fromarray(v16 * 4, mode="I").save(tmp_path / "i18.tif")
+    with pytest.raises(ImageReadError, match=r"i18\.tif.*8- and 16-bit"):
+        read_image(tmp_path / "i18.tif")
