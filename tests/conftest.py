@@ -12,6 +12,8 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 BENCHMARK = SHARED / "data" / "benchmark"
 REFERENCE = SHARED / "reference"
+# Set5/Set14 at x4 shipped in the repository (SelfExSR layout, MATLAB-made LR files).
+BUNDLED = REPO / "benchmarks" / "data"
 
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
