@@ -25,6 +25,10 @@ Folder layouts recognised (``scan_folder``):
 Every file is decoded once; files that cannot be used are skipped and reported with the
 reason (corrupt, not an image, too small, LR size != HR size / scale, ...).
 
+Set5 and Set14 at x4 ship with the kit in ``benchmarks/data`` (SelfExSR layout, MATLAB-made LR
+files, see the README there): they are listed whenever ``data/benchmark`` lacks them, by
+:func:`main` and by :func:`prepare_test_lists` (the test lists the notebooks use).
+
 Command line::
 
     python create_data_lists.py --sample                 # embedded photographs, offline, seconds
@@ -35,8 +39,10 @@ Command line::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import http.client
+import io
 import json
 import os
 import re
@@ -44,6 +50,7 @@ import sys
 import tarfile
 import urllib.error
 import urllib.request
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,6 +73,10 @@ DEFAULT_TEST = {
     "Urban100": "benchmark/Urban100",
 }
 SAMPLE_TEST_NAME = "sample-test"
+# Set5 and Set14 at x4 ship with the kit (SelfExSR layout, MATLAB-made LR files; see the README
+# there). Found relative to this file, so that it does not matter where the kit is run from.
+BUNDLED_BENCHMARK = Path(__file__).resolve().parent / "benchmarks" / "data"
+BUNDLED_SETS = ("Set5", "Set14")
 
 
 # --------------------------------------------------------------------------- list files
@@ -390,12 +401,45 @@ def create_data_lists(
     return counts
 
 
-def default_folders(root: PathLike = DATA_ROOT) -> tuple[list[str], dict[str, str], list[str]]:
-    """The standard data sets under ``root``: ``(train folders, {test name: folder}, missing)``."""
+def benchmark_sets(folder: PathLike | None, scale: int = 4) -> dict[str, str]:
+    """Set5/Set14 in a SelfExSR benchmark folder that hold files for ``scale``.
+
+    Args:
+        folder: e.g. :data:`BUNDLED_BENCHMARK` (x4 only) or the team's ``../shared/data/benchmark``
+            (x2, x3, x4), laid out as ``<folder>/Set5/image_SRF_<scale>/img_001_SRF_<scale>_HR.png``;
+            None or a missing folder gives nothing.
+        scale: upscaling factor.
+
+    Returns:
+        ``{"Set5": folder, "Set14": folder}``, or fewer.
+    """
+    if folder is None:
+        return {}
+    folder = Path(folder)
+    return {name: str(folder / name) for name in BUNDLED_SETS if (folder / name / f"image_SRF_{scale}").is_dir()}
+
+
+def default_folders(root: PathLike = DATA_ROOT, scale: int = 4,
+                    bundled: PathLike | None = BUNDLED_BENCHMARK) -> tuple[list[str], dict[str, str], list[str]]:
+    """The standard data sets: ``(train folders, {test name: folder}, missing)``.
+
+    Args:
+        root: the data folder (DIV2K and the EDSR benchmark archive extracted under it).
+        scale: upscaling factor; a bundled set counts only when it has files for it.
+        bundled: folder of the bundled Set5/Set14 (used for a set that is not under ``root``),
+            or None for ``root`` alone.
+
+    Returns:
+        the training folders found, ``{test set name: folder}`` in :data:`DEFAULT_TEST` order,
+        and the standard folders under ``root`` that are missing and not replaced by a bundled set.
+    """
     root = Path(root)
+    fallback = benchmark_sets(bundled, scale)
     train = [str(root / f) for f in DEFAULT_TRAIN if (root / f).is_dir()]
-    test = {name: str(root / f) for name, f in DEFAULT_TEST.items() if (root / f).is_dir()}
-    missing = [str(root / f) for f in DEFAULT_TRAIN + list(DEFAULT_TEST.values()) if not (root / f).is_dir()]
+    test = {name: str(root / f) if (root / f).is_dir() else fallback[name]
+            for name, f in DEFAULT_TEST.items() if (root / f).is_dir() or name in fallback}
+    missing = [str(root / f) for f in DEFAULT_TRAIN if not (root / f).is_dir()]
+    missing += [str(root / f) for name, f in DEFAULT_TEST.items() if name not in test]
     return train, test, missing
 
 
@@ -616,6 +660,93 @@ def download_dataset(name: str, root: PathLike = DATA_ROOT, keep_archives: bool 
     return done
 
 
+# --------------------------------------------------------------------------- lists for the notebooks
+def _list_usable(path: Path, scale: int) -> bool:
+    """A list that loads, is for ``scale`` and whose files all exist (a moved checkout breaks
+    the absolute paths in it)."""
+    try:
+        data = load_data_list(path)
+    except (OSError, ValueError):
+        return False
+    return data["scale"] == scale and all(
+        os.path.isfile(p) for item in data["images"] for p in (item["hr"], item["lr"]) if p is not None)
+
+
+def prepare_test_lists(lists_dir: PathLike = DEFAULT_OUTPUT, scale: int = 4, data_root: PathLike = DATA_ROOT,
+                       shared_benchmark: PathLike | None = None,
+                       bundled: PathLike | None = BUNDLED_BENCHMARK) -> dict[str, Path]:
+    """Make the test lists the notebooks evaluate, quietly, and return those available.
+
+    Made when missing (or unusable: unreadable, another scale, files gone):
+
+    * ``sample-test``: the embedded sample photographs (offline, seconds), so that there is
+      always something to evaluate, and their ``train`` list when there is no ``train.json``
+      (one that is there, e.g. DIV2K's, is left alone);
+    * every standard set found under ``data_root`` (DIV2K-val, Set5, Set14, B100, Urban100,
+      see :data:`DEFAULT_TEST`);
+    * Set5 and Set14 that are not under ``data_root``: from ``shared_benchmark`` when it has
+      files for ``scale`` (the team's ``../shared/data/benchmark`` has x2, x3, x4), else from
+      ``bundled`` (the kit's own x4 copy, :data:`BUNDLED_BENCHMARK`).
+
+    A usable list is never rewritten.
+
+    Args:
+        lists_dir: the list folder.
+        scale: upscaling factor; lists made for another scale are left out of the result.
+        data_root: the data folder of :func:`main` (``--root``).
+        shared_benchmark: optional SelfExSR folder with ``Set5/`` and ``Set14/``, or None.
+        bundled: the bundled SelfExSR folder, or None to leave it out.
+
+    Returns:
+        ``{set name: list path}`` of every test list in ``lists_dir`` for ``scale`` (not
+        ``train``): the standard sets in the order DIV2K-val, Set5, Set14, B100, Urban100, then
+        other lists by name, ``sample-test`` last.
+
+    Raises:
+        RuntimeError: the sample set could not be made (the message has the reason).
+    """
+    lists_dir = Path(lists_dir)
+    log = io.StringIO()  # create_data_lists reports on stdout; the notebooks print their own summary
+    problems = []
+    with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+        if not _list_usable(lists_dir / f"{SAMPLE_TEST_NAME}.json", scale):
+            try:
+                train_dir, test_dir = make_sample_data(str(Path(data_root) / "sample"), scale)
+                # a train.json already there may be the user's DIV2K list: never replace it here
+                train = [] if (lists_dir / "train.json").exists() else [train_dir]
+                create_data_lists(train, {SAMPLE_TEST_NAME: test_dir}, str(lists_dir), scale, show_progress=False)
+            except (OSError, ValueError) as err:
+                raise RuntimeError(f"could not make the sample data set: {err}\n{log.getvalue()}") from err
+        _, found, _ = default_folders(data_root, scale, bundled=None)
+        for extra in (shared_benchmark, bundled):
+            for name, folder in benchmark_sets(extra, scale).items():
+                found.setdefault(name, folder)
+        for name, folder in found.items():
+            if _list_usable(lists_dir / f"{name}.json", scale):
+                continue
+            try:
+                create_data_lists([], {name: folder}, str(lists_dir), scale, show_progress=False)
+            except (OSError, ValueError) as err:
+                problems.append(f"no list for {name}: {err}")
+    for problem in problems:  # outside the redirection, so that they are seen
+        warnings.warn(problem, stacklevel=2)
+
+    order = list(DEFAULT_TEST)
+    lists = {}
+    for path in sorted(lists_dir.glob("*.json")):
+        if path.stem == "train":
+            continue
+        try:
+            if json.loads(path.read_text()).get("scale") != scale:
+                continue
+        except (OSError, ValueError, AttributeError):
+            continue
+        lists[path.stem] = path
+    key = {name: (0, order.index(name), name) if name in order else
+           (2, 0, name) if name == SAMPLE_TEST_NAME else (1, 0, name) for name in lists}
+    return {name: lists[name] for name in sorted(lists, key=key.get)}
+
+
 # --------------------------------------------------------------------------- command line
 def _parse_test(items: list[str]) -> dict[str, str]:
     tests = {}
@@ -656,13 +787,18 @@ def main(argv: list[str] | None = None) -> int:
         if args.train is not None or args.test is not None:
             train, test = args.train or [], _parse_test(args.test or [])
         else:
-            train, test, missing = default_folders(args.root)
+            train, test, missing = default_folders(args.root, args.scale, bundled=BUNDLED_BENCHMARK)
             for m in missing:
                 print(f"not found (skipped): {m}")
+            bundled = [name for name, folder in test.items() if Path(folder).parent == BUNDLED_BENCHMARK]
+            if bundled:
+                print(f"{' and '.join(bundled)}: the kit's bundled copy ({_display(BUNDLED_BENCHMARK)})")
             if not train and not test:
                 print(f"no data set under {args.root}/. Use --sample for the embedded images, or "
-                      f"--download div2k / --download benchmark, or pass --train/--test folders.")
+                      f"--download div2k benchmark, or pass --train/--test folders.")
                 return 1
+            if not train:
+                print(f"no training set under {args.root}/ (test lists only): --download div2k, or --train FOLDER")
         counts = create_data_lists(train, test, output, args.scale, args.min_size)
         print(f"lists in {output}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
         return 0
