@@ -32,7 +32,7 @@ files, see the README there): they are listed whenever ``data/benchmark`` lacks 
 Command line::
 
     python create_data_lists.py --sample                 # embedded photographs, offline, seconds
-    python create_data_lists.py --download div2k         # then --download benchmark
+    python create_data_lists.py --download div2k benchmark   # DIV2K, Set5, Set14, B100, Urban100
     python create_data_lists.py                          # lists for what is under data/
     python create_data_lists.py --train my/hr/folder --test MySet=my/test/folder
 """
@@ -758,13 +758,15 @@ def _parse_test(items: list[str]) -> dict[str, str]:
     return tests
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this script (``python create_data_lists.py --help``)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sample", action="store_true",
                         help="build the embedded sample data set (scikit-image photographs) and its lists")
-    parser.add_argument("--download", choices=sorted(DOWNLOADS), action="append",
-                        help="download and extract a data set into --root, then make the lists (repeatable)")
+    parser.add_argument("--download", choices=sorted(DOWNLOADS), nargs="+", action="extend", metavar="NAME",
+                        help=f"download and extract data sets ({', '.join(sorted(DOWNLOADS))}) into --root, "
+                             f"then make the lists, e.g. --download div2k benchmark")
     parser.add_argument("--root", default=DATA_ROOT, help="data folder (default: %(default)s)")
     parser.add_argument("--train", nargs="*", default=None, metavar="FOLDER", help="training image folders")
     parser.add_argument("--test", nargs="*", default=None, metavar="NAME=FOLDER", help="test sets")
@@ -772,7 +774,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale", type=int, default=4)
     parser.add_argument("--min-size", type=int, default=96, help="smallest HR side for training (the crop size)")
     parser.add_argument("--keep-archives", action="store_true", help="keep downloaded archives after extraction")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line with ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
+    args = build_parser().parse_args(argv)
     output = args.output or str(Path(args.root) / "lists")
 
     try:
@@ -782,7 +789,7 @@ def main(argv: list[str] | None = None) -> int:
                                        args.min_size, show_progress=False)
             print(f"sample data set: {counts['train']} train / {counts[SAMPLE_TEST_NAME]} test images, lists in {output}")
             return 0
-        for name in args.download or []:
+        for name in dict.fromkeys(args.download or []):  # each once, in the order given
             download_dataset(name, args.root, args.keep_archives)
         if args.train is not None or args.test is not None:
             train, test = args.train or [], _parse_test(args.test or [])
