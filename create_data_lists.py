@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import hashlib
 import http.client
 import io
@@ -48,6 +49,7 @@ import os
 import re
 import sys
 import tarfile
+import tempfile
 import urllib.error
 import urllib.request
 import warnings
@@ -191,8 +193,11 @@ def scan_folder(folder: PathLike, scale: int = 4) -> ScanResult:
         ValueError: the folder holds no image files, or a SelfExSR folder lacks ``image_SRF_<scale>``.
     """
     folder = Path(folder)
+    if folder.is_file():
+        raise ValueError(f"{folder} is a file, not a folder of images: --train and --test take folders")
     if not folder.is_dir():
-        raise FileNotFoundError(f"data folder not found: {folder}")
+        raise FileNotFoundError(f"data folder not found: {folder}; check the path (or make the data first, "
+                                f"e.g. --download benchmark)")
     result = ScanResult(layout="plain")
 
     srf_dirs = sorted(p.name for p in folder.glob("image_SRF_*") if p.is_dir())
@@ -236,7 +241,8 @@ def scan_folder(folder: PathLike, scale: int = 4) -> ScanResult:
 
     if not result.candidates:
         raise ValueError(
-            f"no images found in {folder} (layout {result.layout}; looked for {', '.join(IMAGE_EXTENSIONS)})"
+            f"no images found in {folder} (layout {result.layout}; looked for {', '.join(IMAGE_EXTENSIONS)}): "
+            f"put the images there or name another folder"
         )
     return result
 
@@ -348,6 +354,13 @@ def _display(path: Path) -> str:
         return str(path)
 
 
+def _check_writable(folder: Path) -> None:
+    """Create ``folder`` and write (then remove) a small file in it; raises ``OSError`` if that fails."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test.", suffix=".tmp"):
+        pass
+
+
 def create_data_lists(
     train_folders: list[str],
     test_folders: dict[str, str],
@@ -372,6 +385,8 @@ def create_data_lists(
     Raises:
         FileNotFoundError / ValueError: a folder is missing, empty, or yields no usable image
         (the message names it); skipped files are printed with their reasons.
+        OSError: ``output_folder`` cannot be written (checked before any image is decoded), or a
+        write failed (e.g. the disk is full).
     """
     if scale < 1:
         raise ValueError(f"scale must be a positive integer, got {scale}")
@@ -381,6 +396,12 @@ def create_data_lists(
     counts: dict[str, int] = {}
     jobs = [("train", list(train_folders), True)] if train_folders else []
     jobs += [(name, [folder], False) for name, folder in test_folders.items()]
+    # Fail fast, before minutes of decoding: every input folder first (a typo must not leave an
+    # empty output folder behind), then whether the output folder can be written.
+    for _, folders, _ in jobs:
+        for folder in folders:
+            scan_folder(folder, scale)
+    _check_writable(out)
     for name, folders, training in jobs:
         images, skipped = build_list(folders, name, scale, training, out, min_size, show_progress)
         if skipped:
@@ -810,8 +831,39 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lists in {output}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
         return 0
     except (FileNotFoundError, ValueError, DownloadError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {_one_line(err)}", file=sys.stderr)
         return 1
+    except OSError as err:  # disk full, read-only or unwritable folder, a file where a folder should be
+        print(f"error: {os_error_message(err, output)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("error: interrupted; run the same command again (finished files are kept, "
+              "a partial download resumes)", file=sys.stderr)
+        return 130
+
+
+def _one_line(err: BaseException) -> str:
+    """The message of ``err`` on one line (what the CLI prints after ``error:``)."""
+    return " ".join(str(err).split())
+
+
+def os_error_message(err: OSError, output: PathLike) -> str:
+    """One line saying what went wrong with a file operation and what to do.
+
+    Args:
+        err: the error (its ``errno`` and ``filename`` are used when set).
+        output: the list folder of the run, named in the advice.
+    """
+    where = f" ({err.filename})" if err.filename else ""
+    if err.errno == errno.ENOSPC:
+        return (f"no space left on the disk{where}: free some space (the lists and their LR cache need "
+                f"a few MB, DIV2K about 4 GB) and run the same command again")
+    if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return (f"cannot write{where}: permission denied or a read-only folder; choose a folder you can write "
+                f"with --output (now {output}) or --root, or fix its permissions")
+    if err.errno in (errno.ENOTDIR, errno.EEXIST):
+        return f"a file stands where a folder is needed{where}: remove it or choose another --output/--root"
+    return f"{err.strerror or _one_line(err)}{where}"
 
 
 if __name__ == "__main__":
