@@ -26,25 +26,34 @@ Folder layouts recognised (``scan_folder``):
 Every file is decoded once; files that cannot be used are skipped and reported with the
 reason (corrupt, not an image, too small, LR size != HR size / scale, ...).
 
+Set5 and Set14 at x4 ship with the kit in ``benchmarks/data`` (SelfExSR layout, MATLAB-made LR
+files, see the README there): they are listed whenever ``data/benchmark`` lacks them, by
+:func:`main` and by :func:`prepare_test_lists` (the test lists the notebooks use).
+
 Command line::
 
     python create_data_lists.py --sample                 # embedded photographs, offline, seconds
-    python create_data_lists.py --download div2k         # then --download benchmark
+    python create_data_lists.py --download div2k benchmark   # DIV2K, Set5, Set14, B100, Urban100
     python create_data_lists.py                          # lists for what is under data/
     python create_data_lists.py --train my/hr/folder --test MySet=my/test/folder
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import hashlib
 import http.client
+import io
 import json
 import os
 import re
 import sys
 import tarfile
+import tempfile
 import urllib.error
 import urllib.request
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,6 +76,10 @@ DEFAULT_TEST = {
     "Urban100": "benchmark/Urban100",
 }
 SAMPLE_TEST_NAME = "sample-test"
+# Set5 and Set14 at x4 ship with the kit (SelfExSR layout, MATLAB-made LR files; see the README
+# there). Found relative to this file, so that it does not matter where the kit is run from.
+BUNDLED_BENCHMARK = Path(__file__).resolve().parent / "benchmarks" / "data"
+BUNDLED_SETS = ("Set5", "Set14")
 
 
 # --------------------------------------------------------------------------- list files
@@ -181,8 +194,11 @@ def scan_folder(folder: PathLike, scale: int = 4) -> ScanResult:
         ValueError: the folder holds no image files, or a SelfExSR folder lacks ``image_SRF_<scale>``.
     """
     folder = Path(folder)
+    if folder.is_file():
+        raise ValueError(f"{folder} is a file, not a folder of images: --train and --test take folders")
     if not folder.is_dir():
-        raise FileNotFoundError(f"data folder not found: {folder}")
+        raise FileNotFoundError(f"data folder not found: {folder}; check the path (or make the data first, "
+                                f"e.g. --download benchmark)")
     result = ScanResult(layout="plain")
 
     srf_dirs = sorted(p.name for p in folder.glob("image_SRF_*") if p.is_dir())
@@ -226,7 +242,8 @@ def scan_folder(folder: PathLike, scale: int = 4) -> ScanResult:
 
     if not result.candidates:
         raise ValueError(
-            f"no images found in {folder} (layout {result.layout}; looked for {', '.join(IMAGE_EXTENSIONS)})"
+            f"no images found in {folder} (layout {result.layout}; looked for {', '.join(IMAGE_EXTENSIONS)}): "
+            f"put the images there or name another folder"
         )
     return result
 
@@ -371,6 +388,13 @@ def _display(path: Path) -> str:
         return str(path)
 
 
+def _check_writable(folder: Path) -> None:
+    """Create ``folder`` and write (then remove) a small file in it; raises ``OSError`` if that fails."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test.", suffix=".tmp"):
+        pass
+
+
 def create_data_lists(
     train_folders: list[str],
     test_folders: dict[str, str],
@@ -395,6 +419,8 @@ def create_data_lists(
     Raises:
         FileNotFoundError / ValueError: a folder is missing, empty, or yields no usable image
         (the message names it); skipped files are printed with their reasons.
+        OSError: ``output_folder`` cannot be written (checked before any image is decoded), or a
+        write failed (e.g. the disk is full).
     """
     if scale < 1:
         raise ValueError(f"scale must be a positive integer, got {scale}")
@@ -404,6 +430,12 @@ def create_data_lists(
     counts: dict[str, int] = {}
     jobs = [("train", list(train_folders), True)] if train_folders else []
     jobs += [(name, [folder], False) for name, folder in test_folders.items()]
+    # Fail fast, before minutes of decoding: every input folder first (a typo must not leave an
+    # empty output folder behind), then whether the output folder can be written.
+    for _, folders, _ in jobs:
+        for folder in folders:
+            scan_folder(folder, scale)
+    _check_writable(out)
     for name, folders, training in jobs:
         images, skipped = build_list(folders, name, scale, training, out, min_size, show_progress)
         if skipped:
@@ -424,12 +456,45 @@ def create_data_lists(
     return counts
 
 
-def default_folders(root: PathLike = DATA_ROOT) -> tuple[list[str], dict[str, str], list[str]]:
-    """The standard data sets under ``root``: ``(train folders, {test name: folder}, missing)``."""
+def benchmark_sets(folder: PathLike | None, scale: int = 4) -> dict[str, str]:
+    """Set5/Set14 in a SelfExSR benchmark folder that hold files for ``scale``.
+
+    Args:
+        folder: e.g. :data:`BUNDLED_BENCHMARK` (x4 only) or the team's ``../shared/data/benchmark``
+            (x2, x3, x4), laid out as ``<folder>/Set5/image_SRF_<scale>/img_001_SRF_<scale>_HR.png``;
+            None or a missing folder gives nothing.
+        scale: upscaling factor.
+
+    Returns:
+        ``{"Set5": folder, "Set14": folder}``, or fewer.
+    """
+    if folder is None:
+        return {}
+    folder = Path(folder)
+    return {name: str(folder / name) for name in BUNDLED_SETS if (folder / name / f"image_SRF_{scale}").is_dir()}
+
+
+def default_folders(root: PathLike = DATA_ROOT, scale: int = 4,
+                    bundled: PathLike | None = BUNDLED_BENCHMARK) -> tuple[list[str], dict[str, str], list[str]]:
+    """The standard data sets: ``(train folders, {test name: folder}, missing)``.
+
+    Args:
+        root: the data folder (DIV2K and the EDSR benchmark archive extracted under it).
+        scale: upscaling factor; a bundled set counts only when it has files for it.
+        bundled: folder of the bundled Set5/Set14 (used for a set that is not under ``root``),
+            or None for ``root`` alone.
+
+    Returns:
+        the training folders found, ``{test set name: folder}`` in :data:`DEFAULT_TEST` order,
+        and the standard folders under ``root`` that are missing and not replaced by a bundled set.
+    """
     root = Path(root)
+    fallback = benchmark_sets(bundled, scale)
     train = [str(root / f) for f in DEFAULT_TRAIN if (root / f).is_dir()]
-    test = {name: str(root / f) for name, f in DEFAULT_TEST.items() if (root / f).is_dir()}
-    missing = [str(root / f) for f in DEFAULT_TRAIN + list(DEFAULT_TEST.values()) if not (root / f).is_dir()]
+    test = {name: str(root / f) if (root / f).is_dir() else fallback[name]
+            for name, f in DEFAULT_TEST.items() if (root / f).is_dir() or name in fallback}
+    missing = [str(root / f) for f in DEFAULT_TRAIN if not (root / f).is_dir()]
+    missing += [str(root / f) for name, f in DEFAULT_TEST.items() if name not in test]
     return train, test, missing
 
 
@@ -650,6 +715,93 @@ def download_dataset(name: str, root: PathLike = DATA_ROOT, keep_archives: bool 
     return done
 
 
+# --------------------------------------------------------------------------- lists for the notebooks
+def _list_usable(path: Path, scale: int) -> bool:
+    """A list that loads, is for ``scale`` and whose files all exist (a moved checkout breaks
+    the absolute paths in it)."""
+    try:
+        data = load_data_list(path)
+    except (OSError, ValueError):
+        return False
+    return data["scale"] == scale and all(
+        os.path.isfile(p) for item in data["images"] for p in (item["hr"], item["lr"]) if p is not None)
+
+
+def prepare_test_lists(lists_dir: PathLike = DEFAULT_OUTPUT, scale: int = 4, data_root: PathLike = DATA_ROOT,
+                       shared_benchmark: PathLike | None = None,
+                       bundled: PathLike | None = BUNDLED_BENCHMARK) -> dict[str, Path]:
+    """Make the test lists the notebooks evaluate, quietly, and return those available.
+
+    Made when missing (or unusable: unreadable, another scale, files gone):
+
+    * ``sample-test``: the embedded sample photographs (offline, seconds), so that there is
+      always something to evaluate, and their ``train`` list when there is no ``train.json``
+      (one that is there, e.g. DIV2K's, is left alone);
+    * every standard set found under ``data_root`` (DIV2K-val, Set5, Set14, B100, Urban100,
+      see :data:`DEFAULT_TEST`);
+    * Set5 and Set14 that are not under ``data_root``: from ``shared_benchmark`` when it has
+      files for ``scale`` (the team's ``../shared/data/benchmark`` has x2, x3, x4), else from
+      ``bundled`` (the kit's own x4 copy, :data:`BUNDLED_BENCHMARK`).
+
+    A usable list is never rewritten.
+
+    Args:
+        lists_dir: the list folder.
+        scale: upscaling factor; lists made for another scale are left out of the result.
+        data_root: the data folder of :func:`main` (``--root``).
+        shared_benchmark: optional SelfExSR folder with ``Set5/`` and ``Set14/``, or None.
+        bundled: the bundled SelfExSR folder, or None to leave it out.
+
+    Returns:
+        ``{set name: list path}`` of every test list in ``lists_dir`` for ``scale`` (not
+        ``train``): the standard sets in the order DIV2K-val, Set5, Set14, B100, Urban100, then
+        other lists by name, ``sample-test`` last.
+
+    Raises:
+        RuntimeError: the sample set could not be made (the message has the reason).
+    """
+    lists_dir = Path(lists_dir)
+    log = io.StringIO()  # create_data_lists reports on stdout; the notebooks print their own summary
+    problems = []
+    with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+        if not _list_usable(lists_dir / f"{SAMPLE_TEST_NAME}.json", scale):
+            try:
+                train_dir, test_dir = make_sample_data(str(Path(data_root) / "sample"), scale)
+                # a train.json already there may be the user's DIV2K list: never replace it here
+                train = [] if (lists_dir / "train.json").exists() else [train_dir]
+                create_data_lists(train, {SAMPLE_TEST_NAME: test_dir}, str(lists_dir), scale, show_progress=False)
+            except (OSError, ValueError) as err:
+                raise RuntimeError(f"could not make the sample data set: {err}\n{log.getvalue()}") from err
+        _, found, _ = default_folders(data_root, scale, bundled=None)
+        for extra in (shared_benchmark, bundled):
+            for name, folder in benchmark_sets(extra, scale).items():
+                found.setdefault(name, folder)
+        for name, folder in found.items():
+            if _list_usable(lists_dir / f"{name}.json", scale):
+                continue
+            try:
+                create_data_lists([], {name: folder}, str(lists_dir), scale, show_progress=False)
+            except (OSError, ValueError) as err:
+                problems.append(f"no list for {name}: {err}")
+    for problem in problems:  # outside the redirection, so that they are seen
+        warnings.warn(problem, stacklevel=2)
+
+    order = list(DEFAULT_TEST)
+    lists = {}
+    for path in sorted(lists_dir.glob("*.json")):
+        if path.stem == "train":
+            continue
+        try:
+            if json.loads(path.read_text()).get("scale") != scale:
+                continue
+        except (OSError, ValueError, AttributeError):
+            continue
+        lists[path.stem] = path
+    key = {name: (0, order.index(name), name) if name in order else
+           (2, 0, name) if name == SAMPLE_TEST_NAME else (1, 0, name) for name in lists}
+    return {name: lists[name] for name in sorted(lists, key=key.get)}
+
+
 # --------------------------------------------------------------------------- command line
 def _parse_test(items: list[str]) -> dict[str, str]:
     tests = {}
@@ -661,13 +813,15 @@ def _parse_test(items: list[str]) -> dict[str, str]:
     return tests
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this script (``python create_data_lists.py --help``)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sample", action="store_true",
                         help="build the embedded sample data set (scikit-image photographs) and its lists")
-    parser.add_argument("--download", choices=sorted(DOWNLOADS), action="append",
-                        help="download and extract a data set into --root, then make the lists (repeatable)")
+    parser.add_argument("--download", choices=sorted(DOWNLOADS), nargs="+", action="extend", metavar="NAME",
+                        help=f"download and extract data sets ({', '.join(sorted(DOWNLOADS))}) into --root, "
+                             f"then make the lists, e.g. --download div2k benchmark")
     parser.add_argument("--root", default=DATA_ROOT, help="data folder (default: %(default)s)")
     parser.add_argument("--train", nargs="*", default=None, metavar="FOLDER", help="training image folders")
     parser.add_argument("--test", nargs="*", default=None, metavar="NAME=FOLDER", help="test sets")
@@ -675,7 +829,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale", type=int, default=4)
     parser.add_argument("--min-size", type=int, default=96, help="smallest HR side for training (the crop size)")
     parser.add_argument("--keep-archives", action="store_true", help="keep downloaded archives after extraction")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line with ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
+    args = build_parser().parse_args(argv)
     output = args.output or str(Path(args.root) / "lists")
 
     try:
@@ -685,24 +844,60 @@ def main(argv: list[str] | None = None) -> int:
                                        args.min_size, show_progress=False)
             print(f"sample data set: {counts['train']} train / {counts[SAMPLE_TEST_NAME]} test images, lists in {output}")
             return 0
-        for name in args.download or []:
+        for name in dict.fromkeys(args.download or []):  # each once, in the order given
             download_dataset(name, args.root, args.keep_archives)
         if args.train is not None or args.test is not None:
             train, test = args.train or [], _parse_test(args.test or [])
         else:
-            train, test, missing = default_folders(args.root)
+            train, test, missing = default_folders(args.root, args.scale, bundled=BUNDLED_BENCHMARK)
             for m in missing:
                 print(f"not found (skipped): {m}")
+            bundled = [name for name, folder in test.items() if Path(folder).parent == BUNDLED_BENCHMARK]
+            if bundled:
+                print(f"{' and '.join(bundled)}: the kit's bundled copy ({_display(BUNDLED_BENCHMARK)})")
             if not train and not test:
                 print(f"no data set under {args.root}/. Use --sample for the embedded images, or "
-                      f"--download div2k / --download benchmark, or pass --train/--test folders.")
+                      f"--download div2k benchmark, or pass --train/--test folders.")
                 return 1
+            if not train:
+                print(f"no training set under {args.root}/ (test lists only): --download div2k, or --train FOLDER")
         counts = create_data_lists(train, test, output, args.scale, args.min_size)
         print(f"lists in {output}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
         return 0
     except (FileNotFoundError, ValueError, DownloadError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {_one_line(err)}", file=sys.stderr)
         return 1
+    except OSError as err:  # disk full, read-only or unwritable folder, a file where a folder should be
+        print(f"error: {os_error_message(err, output)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("error: interrupted; run the same command again (finished files are kept, "
+              "a partial download resumes)", file=sys.stderr)
+        return 130
+
+
+def _one_line(err: BaseException) -> str:
+    """The message of ``err`` on one line (what the CLI prints after ``error:``)."""
+    return " ".join(str(err).split())
+
+
+def os_error_message(err: OSError, output: PathLike) -> str:
+    """One line saying what went wrong with a file operation and what to do.
+
+    Args:
+        err: the error (its ``errno`` and ``filename`` are used when set).
+        output: the list folder of the run, named in the advice.
+    """
+    where = f" ({err.filename})" if err.filename else ""
+    if err.errno == errno.ENOSPC:
+        return (f"no space left on the disk{where}: free some space (the lists and their LR cache need "
+                f"a few MB, DIV2K about 4 GB) and run the same command again")
+    if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return (f"cannot write{where}: permission denied or a read-only folder; choose a folder you can write "
+                f"with --output (now {output}) or --root, or fix its permissions")
+    if err.errno in (errno.ENOTDIR, errno.EEXIST):
+        return f"a file stands where a folder is needed{where}: remove it or choose another --output/--root"
+    return f"{err.strerror or _one_line(err)}{where}"
 
 
 if __name__ == "__main__":

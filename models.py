@@ -14,7 +14,8 @@ What is in this file, in order:
 * ``TruncatedVGG19`` - frozen ImageNet VGG19 feature extractor phi_{i,j} for the
   perceptual (content) loss.
 * Generator checkpoints: ``GENERATORS``, ``build_generator``, ``generator_arch``,
-  ``save_generator``, ``load_generator``, ``clean_state_dict``, ``load_checkpoint``.
+  ``save_generator``, ``load_generator``, ``load_generator_checked`` (with the checks and
+  messages the notebooks need), ``clean_state_dict``, ``load_checkpoint``.
 
 Conventions (see the docstring of ``utils.py``): networks take and return ``float32``
 ``NxCxHxW`` RGB tensors with values in ``[0, 1]``. Generators have a *linear* output (no
@@ -745,3 +746,35 @@ def load_generator(path: PathLike, device: str | torch.device = "cpu") -> nn.Mod
     model = build_generator(checkpoint["arch"])
     _load_state(model, checkpoint["generator"], f"weights in {path}")
     return model.to(device).eval()
+
+
+def load_generator_checked(path: PathLike, scale: int, device: str | torch.device = "cpu") -> nn.Module:
+    """:func:`load_generator` plus the checks a notebook needs, with messages that say what to do.
+
+    Args:
+        path: generator checkpoint (``{"arch": ..., "generator": state_dict, ...}``).
+        scale: the upscaling factor the caller works at.
+        device: where to put the network.
+
+    Returns:
+        the generator in eval mode; it maps ``float32`` ``Nx3xhxw`` in [0, 1] to
+        ``Nx3x(scale*h)x(scale*w)``.
+
+    Raises:
+        FileNotFoundError: no such file (train one with ``train.ipynb`` or add the shipped weights).
+        ValueError: not a readable generator checkpoint, or a generator of another scale.
+        RuntimeError: weights that do not fit the architecture recorded in the checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no generator checkpoint at {path}. Run train.ipynb first (it writes "
+            f"runs/<name>/generator_stage1.pth and generator_stage2.pth), or copy the shipped "
+            f"weights into checkpoints/, then re-run this cell.")
+    model = load_generator(path, device=device)
+    model_scale = getattr(model, "scale", None)
+    if model_scale != scale:
+        raise ValueError(
+            f"{path} holds a x{model_scale} generator, but this notebook works at x{scale}: "
+            f"choose a x{scale} checkpoint, or set the scale to {model_scale} at the top of the notebook.")
+    return model

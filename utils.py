@@ -20,7 +20,6 @@ import pickle
 import re
 import sys
 import uuid
-import warnings
 from collections import Counter, OrderedDict
 from pathlib import Path
 from typing import Callable, Iterator
@@ -28,6 +27,10 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 from PIL import Image, ImageFile, UnidentifiedImageError
+
+# The one kit module below this one: imresize imports no kit module (imports flow imresize ->
+# utils -> models -> datasets, create_data_lists -> solver -> notebooks).
+from imresize import imresize
 
 PathLike = str | os.PathLike
 
@@ -702,8 +705,6 @@ def bicubic_upscale(lr: np.ndarray, scale: int) -> np.ndarray:
     Returns:
         ``uint8`` of ``scale`` times the size, same number of channels.
     """
-    from imresize import imresize  # lazy: imresize is a sibling module, keep utils light
-
     _check_lr(lr, "bicubic_upscale")
     if not isinstance(scale, (int, np.integer)) or scale < 1:
         raise ValueError(f"bicubic_upscale: scale must be a positive integer, got {scale!r}")
@@ -855,40 +856,6 @@ def is_shipped_checkpoint(path: PathLike) -> bool:
     return Path(path).parent.name == "checkpoints"
 
 
-def load_generator_checked(path: PathLike, scale: int, device: str | torch.device = "cpu") -> torch.nn.Module:
-    """``models.load_generator`` plus the checks a notebook needs, with messages that say what to do.
-
-    Args:
-        path: generator checkpoint (``{"arch": ..., "generator": state_dict, ...}``).
-        scale: the upscaling factor the caller works at.
-        device: where to put the network.
-
-    Returns:
-        the generator in eval mode; it maps ``float32`` ``Nx3xhxw`` in [0, 1] to
-        ``Nx3x(scale*h)x(scale*w)``.
-
-    Raises:
-        FileNotFoundError: no such file (train one with ``train.ipynb`` or add the shipped weights).
-        ValueError: not a readable generator checkpoint, or a generator of another scale.
-        RuntimeError: weights that do not fit the architecture recorded in the checkpoint.
-    """
-    import models  # local import: models imports utils (atomic_write), so not at module top
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"no generator checkpoint at {path}. Run train.ipynb first (it writes "
-            f"runs/<name>/generator_stage1.pth and generator_stage2.pth), or copy the shipped "
-            f"weights into checkpoints/, then re-run this cell.")
-    model = models.load_generator(path, device=device)
-    model_scale = getattr(model, "scale", None)
-    if model_scale != scale:
-        raise ValueError(
-            f"{path} holds a x{model_scale} generator, but this notebook works at x{scale}: "
-            f"choose a x{scale} checkpoint, or set the scale to {model_scale} at the top of the notebook.")
-    return model
-
-
 def interpolation_problem(psnr_model: torch.nn.Module, gan_model: torch.nn.Module) -> str | None:
     """Why two generators cannot be interpolated (ESRGAN network interpolation), or None.
 
@@ -932,8 +899,6 @@ def load_sr_input(path: PathLike, scale: int, is_hr: bool = True) -> tuple[np.nd
         FileNotFoundError / ImageReadError: missing or undecodable file (message says what to do).
         ValueError: the LR image would be smaller than ``MIN_LR_SIDE`` pixels.
     """
-    from imresize import imresize  # local import: keeps "import utils" light (scipy is only needed here)
-
     path = Path(path)
     try:
         img = read_image(path)
@@ -1133,77 +1098,6 @@ def show_figure(fig, path: PathLike | None = None, dpi: int = 100, display_dpi: 
     finally:
         plt.close(fig)
     display(IPythonImage(data=png, format="png"))
-
-
-def prepare_test_lists(lists_dir: PathLike = "data/lists", scale: int = 4, data_root: PathLike = "data",
-                       shared_benchmark: PathLike | None = None) -> dict[str, Path]:
-    """Make the test lists the notebooks evaluate, quietly, and return those available.
-
-    * ``sample-test`` (with ``train``): the embedded sample photographs, made when missing
-      (offline, seconds), so there is always something to evaluate;
-    * every standard set found under ``data_root`` (DIV2K-val, Set5, Set14, B100, Urban100,
-      see ``create_data_lists.DEFAULT_TEST``) that has no list yet;
-    * ``shared_benchmark``: a folder with ``Set5/`` and ``Set14/`` (e.g. the team's
-      ``../shared/data/benchmark``, SelfExSR layout), listed when those lists do not exist yet.
-
-    Existing lists are never rewritten.
-
-    Args:
-        lists_dir: the list folder.
-        scale: upscaling factor; lists made for another scale are left out of the result.
-        data_root: the data folder of ``create_data_lists``.
-        shared_benchmark: optional folder of extra benchmark sets, or None.
-
-    Returns:
-        ``{set name: list path}`` of every test list in ``lists_dir`` for ``scale`` (not
-        ``train``): the standard sets in the order DIV2K-val, Set5, Set14, B100, Urban100, then
-        other lists by name, ``sample-test`` last.
-
-    Raises:
-        RuntimeError: the sample set could not be made (the message has the reason).
-    """
-    import contextlib
-    import io
-    import json
-
-    import create_data_lists as cdl  # local import: create_data_lists imports utils
-
-    lists_dir = Path(lists_dir)
-    log = io.StringIO()  # create_data_lists reports on stdout; the notebooks print their own summary
-    with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
-        if not (lists_dir / f"{cdl.SAMPLE_TEST_NAME}.json").is_file():
-            code = cdl.main(["--sample", "--root", str(data_root), "--output", str(lists_dir), "--scale", str(scale)])
-            if code != 0:
-                raise RuntimeError(f"could not make the sample data set:\n{log.getvalue()}")
-        _, found, _ = cdl.default_folders(data_root)
-        if shared_benchmark is not None and Path(shared_benchmark).is_dir():
-            for name in ("Set5", "Set14"):
-                if (Path(shared_benchmark) / name).is_dir():
-                    found.setdefault(name, str(Path(shared_benchmark) / name))
-        todo = {name: folder for name, folder in found.items() if not (lists_dir / f"{name}.json").is_file()}
-        problems = []
-        for name, folder in todo.items():
-            try:
-                cdl.create_data_lists([], {name: folder}, str(lists_dir), scale, show_progress=False)
-            except (FileNotFoundError, ValueError) as err:
-                problems.append(f"no list for {name}: {err}")
-    for problem in problems:  # outside the redirection, so that they are seen
-        warnings.warn(problem, stacklevel=2)
-
-    order = list(cdl.DEFAULT_TEST)
-    lists = {}
-    for path in sorted(lists_dir.glob("*.json")):
-        if path.stem == "train":
-            continue
-        try:
-            if json.loads(path.read_text()).get("scale") != scale:
-                continue
-        except (OSError, ValueError, AttributeError):
-            continue
-        lists[path.stem] = path
-    key = {name: (0, order.index(name), name) if name in order else
-           (2, 0, name) if name == cdl.SAMPLE_TEST_NAME else (1, 0, name) for name in lists}
-    return {name: lists[name] for name in sorted(lists, key=key.get)}
 
 
 def sr_filename(image: str, label: str, scale: int) -> str:

@@ -17,8 +17,9 @@ one Markdown table, and draws zoomed crops of every Set5 image from every method
         --generator runs/srgan291/generators/stage2_epoch0010.pth \\
         --interpolate-with checkpoints/srresnet_x4.pth --alpha 0.8 --to checkpoints/srgan_x4.pth
 
-Set5 / Set14 come from ``--benchmark`` (default ``../shared/data/benchmark``, the course
-team's copy) or from ``data/`` after ``python create_data_lists.py --download benchmark``.
+Set5 / Set14 (x4) are those ``create_data_lists.prepare_test_lists`` finds: under ``data/``
+after ``python create_data_lists.py --download benchmark``, else in ``--benchmark DIR`` (a
+SelfExSR folder such as the course team's copy), else the kit's bundled ``benchmarks/data``.
 """
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ import torch  # noqa: E402
 
 import models  # noqa: E402
 import utils  # noqa: E402
+from create_data_lists import prepare_test_lists  # noqa: E402
 from datasets import EvalDataset  # noqa: E402
 
 SCALE = 4
@@ -41,12 +43,11 @@ SETS = ("Set5", "Set14")
 
 def load_sets(benchmark: Path | None) -> dict[str, EvalDataset]:
     """Set5 / Set14 x4 evaluation sets (those found)."""
-    lists = utils.prepare_test_lists(REPO / "data/lists", SCALE, data_root=REPO / "data",
-                                     shared_benchmark=benchmark if benchmark and benchmark.is_dir() else None)
+    lists = prepare_test_lists(REPO / "data/lists", SCALE, data_root=REPO / "data", shared_benchmark=benchmark)
     found = {name: EvalDataset(str(lists[name]), SCALE) for name in SETS if name in lists}
     if not found:
-        sys.exit("Set5/Set14 not found: pass --benchmark DIR or run "
-                 "`python create_data_lists.py --download benchmark`")
+        sys.exit("error: Set5/Set14 not found (the kit bundles them in benchmarks/data): pass --benchmark DIR "
+                 "or run `python create_data_lists.py --download benchmark`")
     return found
 
 
@@ -140,8 +141,9 @@ def crops_figure(sets: dict[str, EvalDataset], nets: dict[str, torch.nn.Module],
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--benchmark", type=Path, default=REPO.parent / "shared/data/benchmark",
-                   help="folder with Set5/ and Set14/ (HR images and MATLAB's LR images)")
+    p.add_argument("--benchmark", type=Path, default=None,
+                   help="SelfExSR folder with Set5/ and Set14/ (HR images and MATLAB's LR images) to use "
+                        "instead of the bundled benchmarks/data (sets under data/ come first)")
     p.add_argument("--generators", nargs="*", type=Path, default=None,
                    help="generator checkpoints (default: the shipped checkpoints/sr*_x4.pth)")
     p.add_argument("--crops", default=str(REPO / "results/set5_crops_x4.png"),
@@ -174,7 +176,7 @@ def main() -> None:
                  if path.is_file()]
     nets = {}
     for path in paths:
-        net = utils.load_generator_checked(path, SCALE)
+        net = models.load_generator_checked(path, SCALE)
         kind = "psnr" if "srresnet" in path.name or "stage1" in path.name else "gan"
         label = utils.model_label(kind, net, path)
         nets[label if label not in nets else f"{label} {path.parent.name}/{path.name}"] = net

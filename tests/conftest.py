@@ -12,6 +12,8 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 BENCHMARK = SHARED / "data" / "benchmark"
 REFERENCE = SHARED / "reference"
+# Set5/Set14 at x4 shipped in the repository (SelfExSR layout, MATLAB-made LR files).
+BUNDLED = REPO / "benchmarks" / "data"
 
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
@@ -21,9 +23,18 @@ torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 
 @pytest.fixture(scope="session")  # session: module-scoped fixtures may need it too
 def benchmark_dir() -> Path:
-    """``../shared/data/benchmark`` (Set5/Set14 with MATLAB LR files), or skip."""
+    """The bundled ``benchmarks/data``: Set5/Set14 ``image_SRF_4`` with MATLAB's LR files (x4 only).
+
+    Always there (it is part of the repository), so the x4 tests run on every machine."""
+    assert (BUNDLED / "Set5" / "image_SRF_4").is_dir(), f"bundled Set5 missing from {BUNDLED}"
+    return BUNDLED
+
+
+@pytest.fixture(scope="session")
+def shared_benchmark_dir() -> Path:
+    """``../shared/data/benchmark``: Set5/Set14 at x2, x3 and x4 with MATLAB LR files, or skip."""
     if not BENCHMARK.is_dir():
-        pytest.skip(f"shared benchmark data not found at {BENCHMARK} (team CI extra)")
+        pytest.skip(f"x2/x3 MATLAB files: shared benchmark data not found at {BENCHMARK} (team CI extra)")
     return BENCHMARK
 
 

@@ -287,8 +287,23 @@ def test_cli_sample_and_default_discovery(tmp_path, capsys, monkeypatch):
     assert capsys.readouterr().out == out
     assert stamps == {p: p.stat().st_mtime_ns for p in Path("data").rglob("*.png")}
 
+    # a fresh clone: the bundled Set5/Set14 (MATLAB's LR files), and a word about training data
+    shutil.rmtree("data")
+    assert cdl.main([]) == 0
+    out = capsys.readouterr().out
+    assert "Set5 and Set14: the kit's bundled copy" in out and "no training set under data/" in out
+    assert "data/benchmark/Set5" not in out and "not found (skipped): data/benchmark/B100" in out
+    for name, n in (("Set5", 5), ("Set14", 14)):
+        images = load_data_list(f"data/lists/{name}.json")["images"]
+        assert len(images) == n and all(im["lr"].endswith("_SRF_4_LR.png") for im in images)
+        assert Path(images[0]["hr"]).parent == cdl.BUNDLED_BENCHMARK / name / "image_SRF_4"
+    assert not Path("data/lists/train.json").exists()
+    assert cdl.main(["--scale", "3"]) == 1  # nothing bundled at x3
+    assert "no data set under data/" in capsys.readouterr().out
+
     # default discovery names what is missing; here only Set5 exists (a plain folder)
     shutil.rmtree("data")
+    monkeypatch.setattr(cdl, "BUNDLED_BENCHMARK", tmp_path / "no-bundle")
     assert cdl.main([]) == 1
     assert "no data set under data/" in capsys.readouterr().out
     save_png(noise(16, 16), tmp_path / "data" / "benchmark" / "Set5" / "x.png")

@@ -1,11 +1,13 @@
-"""Tests of the notebook helpers in utils.py (test.ipynb, super_resolution.ipynb):
-default checkpoints, checked loading, single-image input, report files, batch SR."""
+"""Tests of the notebook helpers (test.ipynb, super_resolution.ipynb) in utils.py, models.py
+and create_data_lists.py: default checkpoints, checked loading, single-image input, report
+files, test lists, batch SR."""
 from __future__ import annotations
 
 import csv
 import json
 import os
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,7 @@ import torch
 
 import models
 import utils
+from create_data_lists import BUNDLED_BENCHMARK, load_data_list, prepare_test_lists
 from imresize import imresize
 
 
@@ -95,7 +98,7 @@ def test_is_shipped_and_label():
 def test_load_generator_checked_ok(tmp_path):
     net = tiny()
     path = models.save_generator(tmp_path / "g.pth", net)
-    loaded = utils.load_generator_checked(path, scale=4)
+    loaded = models.load_generator_checked(path, scale=4)
     assert loaded.scale == 4 and not loaded.training
     x = torch.rand(1, 3, 6, 5)
     with torch.no_grad():
@@ -104,13 +107,13 @@ def test_load_generator_checked_ok(tmp_path):
 
 def test_load_generator_checked_missing(tmp_path):
     with pytest.raises(FileNotFoundError, match="train.ipynb"):
-        utils.load_generator_checked(tmp_path / "runs/quick/generator_stage1.pth", scale=4)
+        models.load_generator_checked(tmp_path / "runs/quick/generator_stage1.pth", scale=4)
 
 
 def test_load_generator_checked_wrong_scale(tmp_path):
     path = models.save_generator(tmp_path / "x2.pth", tiny(scale=2))
     with pytest.raises(ValueError, match=r"x2 generator.*x4"):
-        utils.load_generator_checked(path, scale=4)
+        models.load_generator_checked(path, scale=4)
 
 
 @pytest.mark.parametrize("content", [b"", b"not a checkpoint at all", b"PK\x03\x04garbage"])
@@ -118,14 +121,14 @@ def test_load_generator_checked_unreadable(tmp_path, content):
     path = tmp_path / "broken.pth"
     path.write_bytes(content)
     with pytest.raises(ValueError, match="broken.pth"):
-        utils.load_generator_checked(path, scale=4)
+        models.load_generator_checked(path, scale=4)
 
 
 def test_load_generator_checked_not_a_generator(tmp_path):
     path = tmp_path / "disc.pth"
     torch.save({"discriminator": tiny().state_dict()}, path)
     with pytest.raises(ValueError, match="not a kit generator checkpoint"):
-        utils.load_generator_checked(path, scale=4)
+        models.load_generator_checked(path, scale=4)
 
 
 # --------------------------------------------------------------------------- interpolation check
@@ -258,26 +261,78 @@ def write_selfexsr(folder: Path, n: int) -> None:
         utils.save_image(imresize(hr, 1 / 4), sub / f"img_{k:03d}_SRF_4_LR.png")
 
 
+def sample_list(lists: Path, images: Path, name: str = "sample-test", scale: int = 4) -> dict:
+    """A list of one real image, written to ``lists/<name>.json``; returns its content."""
+    hr = images / f"{name}.png"
+    utils.save_image(textured(32, 40, seed=9), hr)
+    data = {"name": name, "scale": scale, "images": [{"name": "a", "hr": str(hr), "lr": str(hr)}]}
+    lists.mkdir(parents=True, exist_ok=True)
+    (lists / f"{name}.json").write_text(json.dumps(data))
+    return data
+
+
 def test_prepare_test_lists(tmp_path):
     lists = tmp_path / "lists"
-    # an existing sample list is kept as it is (no sample data made)
-    sample = {"name": "sample-test", "scale": 4, "images": [{"name": "a", "hr": "a.png", "lr": None}]}
-    (lists).mkdir()
-    (lists / "sample-test.json").write_text(json.dumps(sample))
-    (lists / "train.json").write_text(json.dumps(dict(sample, name="train")))
+    # a usable sample list is kept as it is (no sample data made)
+    sample = sample_list(lists, tmp_path / "img")
+    train = sample_list(lists, tmp_path / "img", "train")
     (lists / "Other.json").write_text(json.dumps(dict(sample, name="Other", scale=2)))
     shared = tmp_path / "shared"
     write_selfexsr(shared / "Set5", 2)
     write_selfexsr(tmp_path / "data/benchmark/Set14", 3)  # a user's data folder
-    found = utils.prepare_test_lists(lists, 4, data_root=tmp_path / "data", shared_benchmark=shared)
+    found = prepare_test_lists(lists, 4, data_root=tmp_path / "data", shared_benchmark=shared)
     assert list(found) == ["Set5", "Set14", "sample-test"]  # standard order, x2 list left out, no train
     assert json.loads((lists / "sample-test.json").read_text()) == sample
-    set5 = json.loads(found["Set5"].read_text())
+    assert json.loads((lists / "train.json").read_text()) == train
+    assert not (tmp_path / "data/sample").exists()
+    set5 = json.loads(found["Set5"].read_text())  # the shared copy comes before the bundled one
     assert [im["name"] for im in set5["images"]] == ["img_001", "img_002"]
-    assert len(json.loads(found["Set14"].read_text())["images"]) == 3
+    assert len(json.loads(found["Set14"].read_text())["images"]) == 3  # data_root before both
     before = {p: p.stat().st_mtime_ns for p in lists.glob("*.json")}
-    assert utils.prepare_test_lists(lists, 4, data_root=tmp_path / "data", shared_benchmark=shared) == found
+    assert prepare_test_lists(lists, 4, data_root=tmp_path / "data", shared_benchmark=shared) == found
     assert {p: p.stat().st_mtime_ns for p in lists.glob("*.json")} == before  # never rewritten
+
+
+def test_prepare_test_lists_uses_the_bundled_set5_and_set14(tmp_path):
+    """A fresh clone (no data/, no ../shared) gets Set5 and Set14 with MATLAB's LR files."""
+    lists = tmp_path / "lists"
+    found = prepare_test_lists(lists, 4, data_root=tmp_path / "data")
+    assert list(found) == ["Set5", "Set14", "sample-test"]
+    for name, n in (("Set5", 5), ("Set14", 14)):
+        images = load_data_list(found[name])["images"]
+        assert [im["name"] for im in images] == [f"img_{k:03d}" for k in range(1, n + 1)]
+        for im in images:
+            assert Path(im["hr"]).parent == BUNDLED_BENCHMARK / name / "image_SRF_4"
+            assert im["lr"] == im["hr"].replace("_HR.png", "_LR.png")  # MATLAB's, not made here
+    assert load_data_list(lists / "train.json")["images"]  # the sample training list, made with it
+    # no bundled files for x3: Set5/Set14 are simply absent, without a warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert list(prepare_test_lists(tmp_path / "lists3", 3, data_root=tmp_path / "data")) == ["sample-test"]
+    assert list(prepare_test_lists(tmp_path / "none", 4, data_root=tmp_path / "data", bundled=None)) == ["sample-test"]
+
+
+def test_prepare_test_lists_keeps_a_users_train_list(tmp_path):
+    """Opening test.ipynb after `--download div2k` must not replace train.json by the sample's."""
+    lists = tmp_path / "lists"
+    train = sample_list(lists, tmp_path / "div2k", "train")
+    found = prepare_test_lists(lists, 4, data_root=tmp_path / "data", bundled=None)
+    assert list(found) == ["sample-test"]
+    assert json.loads((lists / "train.json").read_text()) == train
+
+
+def test_prepare_test_lists_remakes_a_list_whose_files_are_gone(tmp_path):
+    """Lists hold absolute paths: after the checkout moved, they are made again."""
+    lists = tmp_path / "lists"
+    write_selfexsr(tmp_path / "old/Set5", 2)
+    first = prepare_test_lists(lists, 4, data_root=tmp_path / "data", shared_benchmark=tmp_path / "old", bundled=None)
+    (tmp_path / "old").rename(tmp_path / "new")
+    (tmp_path / "data/sample").rename(tmp_path / "moved-sample")
+    found = prepare_test_lists(lists, 4, data_root=tmp_path / "data", shared_benchmark=tmp_path / "new", bundled=None)
+    assert found == first
+    set5 = load_data_list(found["Set5"])["images"]
+    assert all(Path(im["hr"]).is_file() and str(tmp_path / "new") in im["hr"] for im in set5)
+    assert all(Path(im["hr"]).is_file() for im in load_data_list(found["sample-test"])["images"])
 
 
 def test_save_sr_set(tmp_path):

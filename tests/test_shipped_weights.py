@@ -1,6 +1,6 @@
 """The shipped generators (checkpoints/*.pth): they load, reproduce the scores stored in them
 and printed in the README, and the SRGAN keeps the promise of issue 5 on Set5 (sharper than
-SRResNet, PSNR above bicubic). Needs the team's Set5/Set14 (../shared); skips without them."""
+SRResNet, PSNR above bicubic). Uses the bundled Set5/Set14 (benchmarks/data)."""
 from __future__ import annotations
 
 import hashlib
@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
+import models
 import utils
+from create_data_lists import prepare_test_lists
 from datasets import EvalDataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -22,10 +24,10 @@ README_ROW = {"psnr": "SRResNet, shipped", "gan": "SRGAN-MSE, shipped"}  # first
 @pytest.fixture(scope="module")
 def scores(tmp_path_factory, benchmark_dir) -> dict:
     """Mean PSNR/SSIM/sharpness of bicubic and each shipped generator on Set5 and Set14."""
-    lists = utils.prepare_test_lists(tmp_path_factory.mktemp("lists"), 4, data_root=tmp_path_factory.mktemp("data"),
-                                     shared_benchmark=benchmark_dir)
+    lists = prepare_test_lists(tmp_path_factory.mktemp("lists"), 4, data_root=tmp_path_factory.mktemp("data"),
+                               bundled=benchmark_dir)
     sets = {name: EvalDataset(str(lists[name]), 4) for name in ("Set5", "Set14")}
-    nets = {"bicubic": None, **{kind: utils.load_generator_checked(path, 4) for kind, path in SHIPPED.items()
+    nets = {"bicubic": None, **{kind: models.load_generator_checked(path, 4) for kind, path in SHIPPED.items()
                                 if path.is_file()}}
     return {kind: {name: utils.mean_metrics(utils.evaluate(net, data, 4, progress=False))
                    for name, data in sets.items()} for kind, net in nets.items()}
