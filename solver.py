@@ -70,14 +70,12 @@ import errno
 import json
 import math
 import os
-import pickle
 import random
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -1161,17 +1159,21 @@ def open_datasets(config: EasyDict, is_main: bool = True) -> tuple[TrainDataset,
         try:
             scale = load_data_list(path)["scale"]
         except FileNotFoundError:
-            make = ("python create_data_lists.py --sample" if Path(path).name in ("train.json", "sample-test.json")
-                    else "python create_data_lists.py (see the README)")
-            raise FileNotFoundError(
-                f"{role} data list not found: {path}. Make it with `{make}`"
-                + (", pass --val-list LIST, or --val-list none (no validation)" if role == "validation"
-                   else " or pass --train-list LIST") + ".") from None
+            if config.profile == "quick" and Path(path).name in ("train.json", "sample-test.json"):
+                how = "make it with `python create_data_lists.py --sample`"
+            elif Path(path).name == "train.json":
+                how = ("make it with `python create_data_lists.py --download div2k` (the paper's data; for a "
+                       "few-minute run: `python create_data_lists.py --sample` and --profile quick)")
+            else:
+                how = "make it with `python create_data_lists.py` (README, Real data)"
+            other = ", pass --val-list LIST, or --val-list none" if role == "validation" else ", or pass --train-list LIST"
+            raise FileNotFoundError(f"{role} data list not found: {path}: {how}{other}") from None
         if scale != config.scale:
             raise ValueError(
                 f"{role} list {path} is for x{scale}, but the model is x{config.scale}: train with --scale {scale}, "
-                f"or make x{config.scale} lists (`python create_data_lists.py --scale {config.scale} "
-                f"--output data/lists-x{config.scale}`, with --sample for the sample set)")
+                f"or make x{config.scale} lists (`python create_data_lists.py --scale {config.scale} --output "
+                f"data/lists-x{config.scale}`; the sample set: `python create_data_lists.py --sample --scale "
+                f"{config.scale} --root data/x{config.scale}`)")
     train_set = TrainDataset(config.data.train_list, scale=config.scale, patch_size=config.data.patch_size,
                              patches_per_image=config.data.patches_per_image, augment=config.data.augment,
                              cache_mb=config.data.cache_mb)
@@ -1223,12 +1225,12 @@ def _read_checkpoint(path: Path) -> dict:
     """``load_checkpoint`` with every way a file can be unusable turned into one line."""
     try:
         ckpt = load_checkpoint(path)
-    except (ValueError, RuntimeError, EOFError, pickle.UnpicklingError, AttributeError, KeyError, TypeError,
-            zipfile.BadZipFile) as err:
-        raise SolverError(f"cannot resume from {path}: it is not a readable training checkpoint "
-                          f"({_one_line(err)}); start a new run in another folder, or restore the file") from None
     except OSError as err:
         raise SolverError(f"cannot read {path}: {err.strerror or _one_line(err)}") from None
+    except Exception as err:  # noqa: BLE001 - a damaged file makes the unpickler raise anything
+        raise SolverError(f"cannot resume from {path}: it is not a readable training checkpoint "
+                          f"({type(err).__name__}: {_one_line(err)}); start a new run in another folder, "
+                          "or restore the file") from None
     if not isinstance(ckpt, dict) or not {"stage", "epoch", "generator", "config", "rng"} <= set(ckpt):
         raise SolverError(f"cannot resume from {path}: it is not a training checkpoint of solver.py")
     return ckpt
