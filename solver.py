@@ -1112,8 +1112,8 @@ def start_run(config: EasyDict) -> Iterator[Run]:
 
     Nothing is created before the data lists, their scale, the output folder (writable, not
     held by another run, no other run's results unless ``overwrite``) and the checkpoint to
-    resume from are checked. A folder this call created is removed again if the run fails
-    before writing anything into it.
+    resume from are checked. A run that stops before its first checkpoint removes what it
+    wrote (``config.json``, and the folder itself if it made it).
     """
     config = EasyDict(_to_plain(config))
     check_config(config)
@@ -1129,10 +1129,20 @@ def start_run(config: EasyDict) -> Iterator[Run]:
     threads = torch.get_num_threads()
     created = not out.exists()
     lock = _lock_run_folder(out) if is_main else None
+    run = None
     try:
         if config.speed.threads:
             torch.set_num_threads(int(config.speed.threads))
-        yield _prepare_run(config, train_set, eval_set, rank, world, device)
+        run = _prepare_run(config, train_set, eval_set, rank, world, device)
+        yield run
+    except BaseException:
+        if run is not None and is_main and not (out / "checkpoint.pth").exists():
+            # Stopped before its first checkpoint (missing VGG weights, NaN or Ctrl-C in epoch
+            # 1): remove what this run wrote, so the folder does not look like a run's results.
+            (out / "config.json").unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                (out / "samples").rmdir()
+        raise
     finally:
         torch.set_num_threads(threads)  # a run's thread setting must not leak to the caller
         if lock is not None:

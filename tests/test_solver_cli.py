@@ -409,3 +409,38 @@ def test_bf16_training_on_the_cpu_validates_in_fp32(tiny_lists, tmp_path, monkey
     ckpt = torch.load(tmp_path / "bf16" / "checkpoint.pth", weights_only=True)
     assert ckpt["scaler_g"] is None and ckpt["scaler_d"] is None  # GradScaler: fp16 only
     assert ckpt["config"]["runtime"]["amp"] == "bfloat16"
+
+
+def test_an_enabled_grad_scaler_skips_a_non_finite_step_and_the_epoch_stops_on_it():
+    torch.manual_seed(0)
+    g = models.SRResNet(scale=4, n_blocks=1, channels=8)
+    lr, hr = torch.rand(2, 3, 4, 4), torch.rand(2, 3, 16, 16)
+    opt = torch.optim.Adam(g.parameters(), lr=1e-3)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)
+    before = [p.detach().clone() for p in g.parameters()]
+    solver.pretrain_step(g, lr, hr, opt, "mse", scaler)
+    assert any(not torch.equal(a, b) for a, b in zip(before, g.parameters())) and scaler.get_scale() == 2.0**10
+    after = [p.detach().clone() for p in g.parameters()]
+    bad_hr = hr.clone()
+    bad_hr[0, 0, 0, 0] = float("inf")
+    out = solver.pretrain_step(g, lr, bad_hr, opt, "mse", scaler)
+    assert not torch.isfinite(out["loss_pixel"])
+    assert all(torch.equal(a, b) for a, b in zip(after, g.parameters()))  # the step was skipped
+    assert scaler.get_scale() == 2.0**9  # and the scale backed off
+    # the epoch wrapper stops the run on that loss, naming it
+    ctx = solver.TrainContext(device=torch.device("cpu"), amp_dtype=None, channels_last=False, progress=False,
+                              log_every=1, check_every=1, global_step=0, scaler_g=scaler)
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, [100])
+    with pytest.raises(solver.NonFiniteLossError, match="content loss is inf in stage 1, epoch 1, step 2"):
+        solver.train_stage1_epoch(g, [(lr, hr), (lr, bad_hr)], opt, sched, ctx)
+
+
+def test_a_run_stopped_before_its_first_checkpoint_leaves_nothing_behind(tiny_lists, tmp_path):
+    cfg = tiny_config(tiny_lists, tmp_path / "run", preset="srgan-mse", stage1={"epochs": 0},
+                      stage2={"epochs": 1, "lr_g": 1e30})
+    with pytest.raises(solver.NonFiniteLossError):
+        solver.train(cfg)
+    assert not (tmp_path / "run").exists()
+    cfg.stage2.lr_g = 1e-4
+    solver.train(cfg)  # the same folder is a fresh run again: nothing to overwrite
+    assert [r["stage"] for r in _read_csv(tmp_path / "run" / "log.csv")] == ["2"]
