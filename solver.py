@@ -1386,7 +1386,8 @@ def build_content_loss(run: Run) -> ContentLoss:
     return _place(run, content)
 
 
-def make_optimizer(run: Run, net: nn.Module, lr: float, betas, cfg_stage, epochs: int):
+def make_optimizer(run: Run, net: nn.Module, lr: float, betas: list[float], cfg_stage: EasyDict,
+                   epochs: int) -> tuple[torch.optim.Adam, torch.optim.lr_scheduler.MultiStepLR]:
     """Adam for ``net`` and its ``MultiStepLR`` over the stage's ``epochs * steps_per_epoch`` steps.
 
     ``cfg_stage.lr_milestones`` (fractions of the stage) and ``lr_gamma`` set the schedule.
@@ -1796,6 +1797,7 @@ USAGE = ("usage: python solver.py --preset PRESET [--profile quick|full] [--trai
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line's options (``python solver.py --help``); dotted destinations are config keys."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default=None, help=f"one of {sorted(PRESETS)} (needed for a new run)")
