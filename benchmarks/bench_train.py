@@ -5,9 +5,15 @@ Times the solver's own training step (``solver.train_stage1_epoch`` /
 the paper; data loading is not included, see ``--data`` for that), for several variants:
 
 * ``fp32-nchw``      plain float32, default (NCHW) memory format
-* ``channels-last``  NHWC activations and weights (the solver's default)
+* ``channels-last``  NHWC activations and weights (the solver's default), float32
+* ``channels-last+bf16``  the same under ``torch.autocast(dtype=torch.bfloat16)`` (CPU and CUDA;
+                     what ``speed.amp="auto"`` picks on a CPU with native bf16, see
+                     ``solver.cpu_has_native_bf16``)
 * ``+compile``       ``torch.compile`` (inductor) on top of channels-last, if a C compiler works
-* on CUDA also ``amp-bf16`` and ``amp-fp16`` (autocast; fp16 with GradScaler)
+* on CUDA also ``amp-fp16`` (autocast with GradScaler)
+
+After each stage a line compares bf16 with fp32 (both channels-last) as a ratio of step
+times from the same run, since the absolute figures move with the load of a shared CPU.
 
 Stage 2 includes the discriminator step and a VGG54 content loss (random VGG weights: the
 same amount of computation as the ImageNet ones, which this machine may not have).
@@ -15,6 +21,7 @@ same amount of computation as the ImageNet ones, which this machine may not have
 Examples::
 
     python benchmarks/bench_train.py                      # CPU, all variants, 5 timed steps
+    python benchmarks/bench_train.py --variants channels-last channels-last+bf16   # fp32 vs bf16
     python benchmarks/bench_train.py --device cuda --iters 50
     python benchmarks/bench_train.py --stages 1 --variants fp32-nchw channels-last --repeat 3
     python benchmarks/bench_train.py --data data/lists/train.json   # data loading throughput
@@ -59,7 +66,7 @@ def time_stage(stage: int, device: torch.device, variant: str, batch: int, patch
                warmup: int, repeat: int, n_blocks: int) -> list[float]:
     """Seconds per training iteration, one figure per repeat."""
     channels_last = variant != "fp32-nchw"
-    amp = {"amp-bf16": "bf16", "amp-fp16": "fp16"}.get(variant, "off")
+    amp = "bf16" if variant.endswith("bf16") else "fp16" if variant.endswith("fp16") else "off"
     compile_ = variant.endswith("compile")
     torch.manual_seed(0)
     g = models.SRResNet(scale=4, n_blocks=n_blocks, channels=64).to(device)
@@ -121,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="all", help="cpu, cuda or all (default: all available)")
     p.add_argument("--stages", type=int, nargs="+", default=[1, 2])
     p.add_argument("--variants", nargs="+", default=None,
-                   help="fp32-nchw channels-last channels-last+compile amp-bf16 amp-fp16")
+                   help="fp32-nchw channels-last channels-last+bf16 channels-last+compile amp-fp16")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--patch", type=int, default=96)
     p.add_argument("--n-blocks", type=int, default=16)
@@ -139,7 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     devices = [d for d in devices if d == "cpu" or torch.cuda.is_available()]
     cc = solver.c_compiler_available()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, mkldnn "
-          f"{torch.backends.mkldnn.is_available()}, C compiler {'ok' if cc else 'missing'}; "
+          f"{torch.backends.mkldnn.is_available()}, native CPU bf16 {solver.cpu_has_native_bf16()} "
+          f"(speed.amp=auto uses {solver._amp_dtype('auto', torch.device('cpu')) or 'fp32'} on this CPU), "
+          f"C compiler {'ok' if cc else 'missing'}; "
           f"load average {os.getloadavg()[0]:.2f} (cores: {os.cpu_count()})")
     print(f"batch {args.batch}, HR patch {args.patch}, SRResNet {args.n_blocks} blocks; median of "
           f"{args.repeat} x {args.iters} iterations after {args.warmup} warm-up")
@@ -148,9 +157,11 @@ def main(argv: list[str] | None = None) -> int:
         if dev == "cuda":
             torch.backends.cudnn.benchmark = True
             torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-        variants = args.variants or (["fp32-nchw", "channels-last"] + (["channels-last+compile"] if cc else [])
-                                     + (["amp-bf16", "amp-fp16"] if dev == "cuda" else []))
+        variants = args.variants or (["fp32-nchw", "channels-last", "channels-last+bf16"]
+                                     + (["channels-last+compile"] if cc else [])
+                                     + (["amp-fp16"] if dev == "cuda" else []))
         for stage in args.stages:
+            medians = {}
             for variant in variants:
                 if variant.endswith("compile") and not cc and dev == "cpu":
                     print(f"{dev:4s} stage {stage} {variant:22s} skipped: no working C compiler")
@@ -161,9 +172,14 @@ def main(argv: list[str] | None = None) -> int:
                 except Exception as err:  # noqa: BLE001 - report and go on with the other variants
                     print(f"{dev:4s} stage {stage} {variant:22s} failed: {type(err).__name__}: {err}")
                     continue
-                med = statistics.median(times)
+                med = medians[variant] = statistics.median(times)
                 print(f"{dev:4s} stage {stage} {variant:22s} {med:8.4f} s/it  {1 / med:8.2f} it/s  "
                       f"(runs: {', '.join(f'{t:.3f}' for t in times)})", flush=True)
+            if "channels-last" in medians and "channels-last+bf16" in medians:
+                fp32, bf16 = medians["channels-last"], medians["channels-last+bf16"]
+                name = "SRResNet step" if stage == 1 else "SRGAN step (D + G, VGG54)"
+                print(f"{dev:4s} stage {stage} {name}: fp32 {fp32:.3f} s, bf16 {bf16:.3f} s, "
+                      f"bf16 / fp32 = {bf16 / fp32:.2f}", flush=True)
     if args.data:
         bench_data(args.data, args.batch, args.patch, args.workers, n_batches=20)
     print(f"load average after: {os.getloadavg()[0]:.2f}")
