@@ -64,7 +64,7 @@ PACK_NAME = "submission.zip"
 @dataclass
 class Check:
     name: str
-    ok: bool
+    ok: bool | None  # None: skipped
     reason: str
 
 
@@ -233,7 +233,7 @@ def run_checks(root: Path, run_tests: bool = True, timeout: int = 3600) -> list[
     if run_tests:
         checks.append(check_pytest(root, timeout))
     else:
-        checks.append(Check("pytest --nbval", True, "skipped (--no-run)"))
+        checks.append(Check("pytest --nbval", None, "skipped (--no-run)"))
     return checks
 
 
@@ -241,8 +241,8 @@ def print_summary(title: str, checks: list[Check]) -> None:
     width = max(len(c.name) for c in checks)
     print(title)
     for c in checks:
-        print(f"  {'PASS' if c.ok else 'FAIL'}  {c.name:<{width}}  {c.reason}")
-    failed = [c for c in checks if not c.ok]
+        print(f"  {'SKIP' if c.ok is None else 'PASS' if c.ok else 'FAIL'}  {c.name:<{width}}  {c.reason}")
+    failed = [c for c in checks if c.ok is False]
     print(f"result: {'all checks passed' if not failed else f'{len(failed)} of {len(checks)} checks failed'}")
 
 
@@ -313,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
                 shutil.copytree(path, root, ignore=shutil.ignore_patterns(*PACK_SKIP_DIRS))
         checks = run_checks(root, run_tests=not args.no_run, timeout=args.timeout)
         print_summary(f"submission {path}", checks)
-    return 0 if all(c.ok for c in checks) else 1
+    return 0 if all(c.ok is not False for c in checks) else 1
 
 
 if __name__ == "__main__":
