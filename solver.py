@@ -1,4 +1,4 @@
-"""Losses, configuration and the training loop for SRResNet / SRGAN / ESRGAN (x4).
+"""Losses, configuration and the training scheme for SRResNet / SRGAN / ESRGAN (x2, x3, x4, x8).
 
 Read this file top to bottom:
 
@@ -6,16 +6,21 @@ Read this file top to bottom:
    adversarial losses (standard GAN as in SRGAN, relativistic average GAN as in ESRGAN).
 2. **Configuration** -- ``make_config(preset, profile, **overrides)`` returns an
    ``EasyDict``; ``PRESETS`` and ``PROFILES`` hold the recipes.
-3. **Training** -- ``train_stage1_epoch`` (content loss only: the "pre-training" of the
-   generator), ``train_stage2_epoch`` (one discriminator update, then one generator
-   update with content + adversarial loss), ``validate`` and ``train(config)`` which runs
-   stage 1 then stage 2 and writes everything to ``config.out``.
+3. **The training scheme** -- ``train(config)`` on one screen: build G, stage 1
+   (``pretrain_step``: the generator alone, pixel loss), stage 2 (``d_step`` then
+   ``g_step``: content + adversarial loss); each stage is ``for epoch: train_stageN_epoch(...);
+   end_epoch(...)``. The epoch functions hold the per-batch machinery (device, autocast,
+   GradScaler, NaN checks, progress bar) around the steps.
+4. **Machinery** -- checking the inputs, the folder lock, device/AMP/compile/DDP,
+   epoch-end bookkeeping (validate, log, checkpoint), save and restore for exact resume.
 
 Command line (``python solver.py --help``)::
 
+    python create_data_lists.py --sample && python solver.py --preset srgan-mse --profile quick
     python solver.py --preset mse --train-list data/lists/train.json \\
         --val-list data/lists/Set14.json --out runs/srresnet --epochs 100
     python solver.py --out runs/srresnet --resume          # continue exactly where it stopped
+    python solver.py --preset mse --scale 2 --train-list data/lists-x2/train.json ...  # x2
     python -m torch.distributed.run --nproc_per_node 2 solver.py --preset srgan-vgg54 ...
 
 Files written in ``config.out``
@@ -29,6 +34,9 @@ Files written in ``config.out``
 ``generators/``         with ``keep_generators``: every epoch's generator, ``stage2_epoch0003.pth``.
 ``config.json``         the resolved configuration (human readable copy).
 ``train.lock``          exists while a run is using the folder (a second run there is refused).
+
+A fresh run refuses a folder that holds another run's files (``--overwrite`` replaces them);
+temporary files left by a killed run are removed when the next run starts there.
 
 Checkpoint format (``checkpoint.pth``, format_version 1; kept stable across versions)
 --------------------------------------------------------------------------------------
@@ -55,29 +63,45 @@ uninterrupted one on the same machine.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import csv
+import errno
 import json
 import math
 import os
 import random
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 from easydict import EasyDict
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
 import models
+import utils
+from create_data_lists import load_data_list
 from datasets import EvalDataset, TrainDataset
 from utils import atomic_write
+
+try:
+    import fcntl  # the run-folder lock (POSIX)
+except ImportError:  # Windows: runs are not locked
+    fcntl = None
 
 CHECKPOINT_FORMAT = 1
 
@@ -279,8 +303,9 @@ BASE_CONFIG: dict[str, Any] = {
     "device": "auto",            # "auto" (cuda if available), "cpu", "cuda", "cuda:1"
     "out": None,                 # run folder; default runs/<preset>
     "resume": False,             # continue from <out>/checkpoint.pth
+    "overwrite": False,          # a fresh run may replace another run's results in `out`
     "pretrained": None,          # generator checkpoint to start stage 2 from (skips stage 1)
-    "scale": 4,
+    "scale": 4,                  # upscaling factor; the generator's kwargs.scale follows it
     "data": {
         "train_list": "data/lists/train.json",
         "val_list": "data/lists/Set14.json",   # None: no validation
@@ -339,7 +364,9 @@ BASE_CONFIG: dict[str, Any] = {
     },
     "speed": {
         "channels_last": True,   # NHWC activations: faster convolutions on CPU and GPU
-        "amp": "auto",           # "auto" (bf16 if supported else fp16, CUDA only), "bf16", "fp16", "off"
+        "amp": "auto",           # "auto": CUDA bf16 if supported else fp16; CPU bf16 where the CPU has it
+                                 # natively (AVX512-BF16/AMX), else fp32. "bf16", "fp16" (CUDA), "off".
+                                 # Validation and every score are computed in fp32 whatever this is.
         "compile": "auto",       # torch.compile G and D: True, False, or "auto" = on CUDA only
                                  # (on a 2-core CPU it made steps no faster and costs ~1 min
                                  # of compiling; see benchmarks/bench_train.py)
@@ -448,6 +475,7 @@ def make_config(preset: str = "srgan-vgg54", profile: str = "full", **overrides:
         profile: ``"full"`` (the paper's schedule) or ``"quick"`` (CPU, minutes).
         **overrides: values replacing the defaults, either nested dicts
             (``stage1={"epochs": 2}``) or dotted keys (``**{"stage1.epochs": 2}``).
+            ``scale=2`` also sets ``model.generator.kwargs.scale`` (see ``_apply_overrides``).
 
     Returns:
         An ``EasyDict`` holding every setting (see ``BASE_CONFIG`` for their meaning).
@@ -467,140 +495,255 @@ def make_config(preset: str = "srgan-vgg54", profile: str = "full", **overrides:
             arch = config["model"][part]
             arch["kwargs"].update(_QUICK_MODELS.get(arch["name"], {}))
     config["preset"], config["profile"] = preset, profile
+    _apply_overrides(config, overrides)
+    if config["out"] is None:
+        config["out"] = f"runs/{preset}-{profile}"
+    return EasyDict(config)
+
+
+def _apply_overrides(config: dict, overrides: dict[str, Any]) -> None:
+    """Apply nested or dotted-key ``overrides`` to ``config`` (in place), keeping the scale in one place.
+
+    ``scale`` and ``model.generator.kwargs.scale`` follow each other: overriding either one
+    sets both; overriding both with different values raises ``ValueError``.
+    """
+    kwargs = config["model"]["generator"]["kwargs"]
+    before = (config["scale"], kwargs.get("scale"))
     for key, value in overrides.items():
         if "." in key:  # dotted key -> nested dict
             for part in reversed(key.split(".")):
                 value = {part: value}
             key, value = next(iter(value.items()))
         _deep_update(config, {key: value})
-    if config["out"] is None:
-        config["out"] = f"runs/{preset}-{profile}"
-    return EasyDict(config)
+    kwargs = config["model"]["generator"]["kwargs"]
+    scale, kw_scale = config["scale"], kwargs.get("scale")
+    if kw_scale is None:  # every kit generator takes a scale: make it explicit
+        kwargs["scale"] = scale
+        return
+    if scale == kw_scale:
+        return
+    if (scale, kw_scale) != before and kw_scale == before[1]:   # only `scale` was changed
+        kwargs["scale"] = scale
+    elif scale == before[0]:                                    # only the generator's was changed
+        config["scale"] = kw_scale
+    else:
+        raise ValueError(f"config scale {scale} and model.generator.kwargs.scale {kw_scale} differ; "
+                         "set only `scale` (--scale): the generator follows it")
+
+
+def _check_scale(config: EasyDict) -> None:
+    """Raise ``ValueError`` when ``config.scale`` is not the generator's scale or not supported."""
+    scale, kw_scale = config.scale, config.model.generator.kwargs.get("scale")
+    if not isinstance(scale, int) or isinstance(scale, bool) or scale < 2:
+        raise ValueError(f"config scale must be an integer >= 2, got {scale!r}")
+    if kw_scale is not None and kw_scale != scale:
+        raise ValueError(f"config scale {scale} and model.generator.kwargs.scale {kw_scale} differ; "
+                         "set only `scale` (--scale): the generator follows it")
 
 
 def config_from_checkpoint(path: str | os.PathLike, **overrides: Any) -> EasyDict:
     """The configuration saved in a training checkpoint, with ``overrides`` applied on top.
 
     Keys added to ``BASE_CONFIG`` since the checkpoint was written get their defaults.
+    Raises ``SolverError`` (one line) when ``path`` is not a readable training checkpoint.
     """
-    saved = torch.load(path, map_location="cpu", weights_only=True)["config"]
+    saved = _read_checkpoint(Path(path))["config"]
     saved = {k: v for k, v in saved.items() if k != "runtime"}
     config = make_config(saved["preset"], saved["profile"])
     _deep_update(config, saved, strict=False)
-    for key, value in overrides.items():
-        if "." in key:
-            for part in reversed(key.split(".")):
-                value = {part: value}
-            key, value = next(iter(value.items()))
-        _deep_update(config, {key: value})
+    _apply_overrides(config, overrides)
     return EasyDict(_to_plain(config))
 
 
 # =====================================================================================
-# 3. Training
+# 3. The training scheme
 # =====================================================================================
+# What is trained, in which order, and what one update does. Everything else a run needs
+# (device, mixed precision, DDP, the folder lock, resume, logging, checkpoints) is in
+# section 4, "Machinery", below; a new stage or a new step needs no code there.
 
 
-def _apply_lr_change(optimizer: torch.optim.Optimizer, scheduler: Any, saved_lr: float, lr: float,
-                     name: str) -> None:
-    """On resume: if the config's lr differs from the checkpoint's, use it from the next step.
+def train(config: EasyDict) -> dict:
+    """Run the training scheme of ``config`` (stage 1, then stage 2) and write ``config.out``.
 
-    The saved optimizer/scheduler states would otherwise keep the old rate. Milestones still
-    to come multiply the new rate by ``lr_gamma`` as usual; past ones are not re-applied.
+    Stage 1 pre-trains the generator with the pixel loss alone (the paper's SRResNet);
+    stage 2 trains it against the discriminator (or with a content loss alone, e.g. VGG54
+    without GAN). Presets without stage 1 (``--pretrained``, or ``stage1.epochs = 0``) start
+    at stage 2 from the weights they are given (or random ones).
+
+    Args:
+        config: from ``make_config`` (or ``config_from_checkpoint``). With
+            ``config.resume`` the run continues exactly from ``<config.out>/checkpoint.pth``.
+
+    Returns:
+        ``{"out": run folder, "log": list of per-epoch rows, "generator": path of the last
+        generator file written, "checkpoint": path}``.
+
+    Raises:
+        SolverError / OSError / ValueError: a problem with the data, the folder, the
+            checkpoint or the disk (one-line message; nothing is created before the inputs
+            are checked). NonFiniteLossError: a loss became NaN/inf (the last checkpoint is kept).
     """
-    if float(saved_lr) == float(lr):
-        return
-    for group in optimizer.param_groups:
-        group["lr"] = group["initial_lr"] = float(lr)
-    scheduler.base_lrs = [float(lr)] * len(optimizer.param_groups)
-    print(f"resume: {name} lr {saved_lr:g} -> {lr:g} from step {scheduler.last_epoch} on", flush=True)
+    with start_run(config) as run:  # inputs checked, folder locked, data loaded, resume point read
+        cfg1, cfg2 = run.config.stage1, run.config.stage2
+        generator = initial_generator(run)  # seeded; --pretrained weights if given
+        content = build_content_loss(run) if run.epochs2 > 0 else None  # missing VGG weights stop us now
+
+        # ---- Stage 1: the generator alone, pixel loss (SRResNet; the paper's pre-training)
+        if run.start_stage == 1:
+            optimizer, scheduler = make_optimizer(run, generator, cfg1.lr, cfg1.betas, cfg1, run.epochs1)
+            scaler, _ = new_grad_scalers(run)
+            states, nets = {"g": (optimizer, scheduler, scaler)}, {"g": generator}
+            g_train = wrap(run, generator)
+            for epoch in remaining_epochs(run, 1, states, nets):  # restores a resumed run first
+                metrics = train_stage1_epoch(g_train, run.loader, optimizer, scheduler, run.ctx,
+                                             stage=1, epoch=epoch, pixel=cfg1.pixel_loss)
+                end_epoch(run, 1, epoch, metrics, states, nets)
+            finish_stage(run, 1, generator)
+
+        # ---- Stage 2: content loss (+ adversarial loss against a discriminator)
+        if run.epochs2 > 0:
+            optimizer_g, scheduler_g = make_optimizer(run, generator, cfg2.lr_g, cfg2.betas, cfg2, run.epochs2)
+            scaler_g, scaler_d = new_grad_scalers(run)
+            states, nets = {"g": (optimizer_g, scheduler_g, scaler_g)}, {"g": generator}
+            discriminator = optimizer_d = scheduler_d = None
+            if cfg2.adversarial_weight > 0:
+                discriminator = initial_discriminator(run)  # seeded with seed + 1
+                optimizer_d, scheduler_d = make_optimizer(run, discriminator, cfg2.lr_d, cfg2.betas, cfg2,
+                                                          run.epochs2)
+                states["d"], nets["d"] = (optimizer_d, scheduler_d, scaler_d), discriminator
+            g_train, d_train = wrap(run, generator), wrap(run, discriminator)
+            for epoch in remaining_epochs(run, 2, states, nets):
+                metrics = train_stage2_epoch(g_train, d_train, run.loader, optimizer_g, optimizer_d, scheduler_g,
+                                             scheduler_d, content, run.ctx, cfg2, stage=2, epoch=epoch)
+                end_epoch(run, 2, epoch, metrics, states, nets)
+            finish_stage(run, 2, generator)
+        return finish_run(run)
 
 
-class SeededSampler(Sampler):
-    """Yields ``(index, seed)`` pairs: the epoch's shuffled indices, each with its own seed.
+# ---------------------------------------------------------------------- one update
 
-    The order and the seeds depend only on ``(seed, epoch_key, rank)``: pass the result of
-    ``epoch_key(stage, epoch)`` to ``set_epoch`` before each epoch. Under DDP each rank
-    takes every ``world_size``-th index of the same permutation (as ``DistributedSampler``).
+
+def pretrain_step(generator: nn.Module, lr: torch.Tensor, hr: torch.Tensor, optimizer: torch.optim.Optimizer,
+                  pixel: str = "mse", scaler: torch.amp.GradScaler | None = None) -> dict[str, torch.Tensor]:
+    """One stage-1 update of the generator with the pixel loss (the SRResNet's training).
+
+    Forward ``sr = G(lr)``, loss ``pixel_loss(sr, hr, pixel)``, backward, one optimizer step.
+
+    Args:
+        generator: the generator (``Nx3xhxw`` -> ``Nx3x(s*h)x(s*w)``), in train mode.
+        lr: ``Nx3xhxw`` float32 in [0, 1]; hr: ``Nx3x(s*h)x(s*w)`` float32 in [0, 1]; both
+            on the generator's device.
+        optimizer: updates the generator's parameters.
+        pixel: ``"mse"`` (SRResNet) or ``"l1"`` (ESRGAN's pre-training).
+        scaler: a ``torch.amp.GradScaler`` under fp16 autocast (scales the loss so small
+            gradients survive fp16); None: plain ``backward()`` and ``step()``.
+            Autocast, if any, is entered by the caller.
+
+    Returns:
+        ``{"loss_pixel": loss}``: the loss before the update, a detached 0-dim tensor.
     """
-
-    def __init__(self, n: int, seed: int, rank: int = 0, world_size: int = 1):
-        self.n, self.seed, self.rank, self.world_size = n, seed, rank, world_size
-        self.key = 0
-        self.per_rank = math.ceil(n / world_size)
-
-    def set_epoch(self, key: int) -> None:
-        self.key = key
-
-    def __len__(self) -> int:
-        return self.per_rank
-
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.key)
-        order = torch.randperm(self.n, generator=g)
-        order = torch.cat([order, order[: self.per_rank * self.world_size - self.n]])  # pad
-        seeds = torch.randint(0, 2**62, (self.per_rank * self.world_size,), generator=g)
-        for pos in range(self.rank, len(order), self.world_size):
-            yield int(order[pos]), int(seeds[pos])
+    ### BEGIN SOLUTION
+    sr = generator(lr)                                 # Nx3x(s*h)x(s*w)
+    loss = pixel_loss(sr.float(), hr, pixel)           # in fp32, whatever autocast computed sr in
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is None:
+        loss.backward()
+        optimizer.step()
+    else:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)                         # skipped when the gradients hold inf/NaN
+        scaler.update()
+    return {"loss_pixel": loss.detach()}
+    ### END SOLUTION
 
 
-class SeededDataset(Dataset):
-    """Wraps a dataset so that ``ds[(index, seed)]`` draws the sample's randomness from ``seed``.
+def optimizer_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer,
+                   scaler: torch.amp.GradScaler | None = None) -> None:
+    """``zero_grad``, ``backward`` of the scalar ``loss``, ``step`` (through ``scaler`` when given)."""
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is None:
+        loss.backward()
+        optimizer.step()
+    else:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
 
-    The global torch RNG of the calling process is left as it was.
+
+def d_step(discriminator: nn.Module, hr: torch.Tensor, sr: torch.Tensor, optimizer: torch.optim.Optimizer,
+           gan_type: str = "standard", translate: int = 0,
+           scaler: torch.amp.GradScaler | None = None) -> dict[str, torch.Tensor]:
+    """(1) Update D: real ``hr`` -> "real", ``sr`` -> "fake" (``gan_d_loss``), one optimizer step.
+
+    ``hr``/``sr``: ``Nx3xHxW`` in [0, 1]; ``sr`` is detached here, so no gradient reaches G.
+    ``translate``: ``stage2.d_translate`` (``random_translate`` of what D sees).
+    Returns detached 0-dim tensors ``loss_d`` and ``d_real`` = D(x), ``d_fake`` = D(G(z))
+    as probabilities.
     """
-
-    def __init__(self, dataset: Dataset):
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, key: tuple[int, int]):
-        index, seed = key
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            return self.dataset[index]
+    # (1) Update D
+    real_logits = discriminator(random_translate(hr, translate))           # (N,)
+    fake_logits = discriminator(random_translate(sr.detach(), translate))  # (N,)
+    loss = gan_d_loss(real_logits, fake_logits, gan_type)
+    optimizer_step(loss, optimizer, scaler)
+    d_real, d_fake = d_probabilities(real_logits, fake_logits, gan_type)
+    return {"loss_d": loss.detach(), "d_real": d_real, "d_fake": d_fake}
 
 
-def epoch_key(stage: int, epoch: int) -> int:
-    """A distinct integer per (stage, 1-based epoch), mixed into the data seeds."""
-    return stage * 1_000_000 + epoch
+def g_step(sr: torch.Tensor, hr: torch.Tensor, discriminator: nn.Module | None, content: nn.Module,
+           optimizer: torch.optim.Optimizer, cfg: EasyDict,
+           scaler: torch.amp.GradScaler | None = None) -> dict[str, torch.Tensor]:
+    """(2) Update G: content (+ adversarial, pixel, TV) loss of ``sr = G(lr)``, one optimizer step.
+
+    ``sr`` must still carry G's graph; ``hr``: ``Nx3xHxW`` in [0, 1]. ``discriminator``: the
+    plain D with ``requires_grad`` off (the caller freezes it), or None without GAN.
+    ``cfg``: ``config.stage2`` (the loss weights, ``gan_type``, ``d_translate``).
+    ``loss_g = content_weight * content + adversarial_weight * adv + pixel_weight * pixel
+    + tv_weight * tv``. Returns each term and ``loss_g`` as detached 0-dim tensors.
+    """
+    # (2) Update G
+    terms = {"loss_content": content(sr.float(), hr)}
+    loss = cfg.content_weight * terms["loss_content"]
+    if discriminator is not None:
+        fake_logits = discriminator(random_translate(sr, cfg.d_translate))
+        real_logits = None
+        if cfg.gan_type == "ragan":  # the relativistic loss compares with real logits (no gradient to D)
+            with torch.no_grad():
+                real_logits = discriminator(random_translate(hr, cfg.d_translate))
+        terms["loss_adv"] = gan_g_loss(fake_logits, real_logits, cfg.gan_type)
+        loss = loss + cfg.adversarial_weight * terms["loss_adv"]
+    if cfg.pixel_weight > 0:
+        terms["loss_pixel"] = pixel_loss(sr.float(), hr, cfg.pixel_loss)
+        loss = loss + cfg.pixel_weight * terms["loss_pixel"]
+    if cfg.tv_weight > 0:
+        terms["loss_tv"] = tv_loss(sr.float())
+        loss = loss + cfg.tv_weight * terms["loss_tv"]
+    optimizer_step(loss, optimizer, scaler)
+    return {"loss_g": loss.detach(), **{k: v.detach() for k, v in terms.items()}}
 
 
-class NonFiniteLossError(RuntimeError):
-    """A loss became NaN/inf; the message says which loss, stage, epoch and step."""
-
-
-def _check_finite(losses: dict[str, torch.Tensor], stage: int, epoch: int, step: int,
-                  every: int) -> None:
-    for name, value in losses.items():
-        if not bool(torch.isfinite(value).all()):
-            when = f"step {step}" if every == 1 else f"step {step} (checked every {every} steps)"
-            raise NonFiniteLossError(
-                f"{name} is {value.item()} in stage {stage}, epoch {epoch}, {when}. "
-                "Training stopped; the last good checkpoint is untouched. Try a lower "
-                "learning rate, amp='off', or resume from the checkpoint.")
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    """The plain module inside DDP / torch.compile wrappers (whose state_dict we save)."""
-    while True:
-        if hasattr(model, "_orig_mod"):  # torch.compile
-            model = model._orig_mod
-        elif isinstance(model, nn.parallel.DistributedDataParallel):
-            model = model.module
-        else:
-            return model
+# ---------------------------------------------------------------------- one epoch
 
 
 class TrainContext(EasyDict):
-    """What a training epoch needs besides the networks: device, autocast dtype, scalers, ..."""
+    """The run's machinery an epoch needs besides the networks.
+
+    ``device``; ``amp_dtype`` (autocast dtype, or None for fp32); ``channels_last``;
+    ``scaler_g`` / ``scaler_d`` (``torch.amp.GradScaler``, enabled for fp16 only);
+    ``progress`` (show bars); ``log_every`` (bar refresh); ``check_every`` (NaN check
+    cadence, in steps); ``global_step``: optimizer steps over the run, counted by the
+    epoch loops.
+    """
 
 
 def _autocast(ctx) -> Any:
     return torch.autocast(device_type=ctx.device.type, dtype=ctx.amp_dtype,
                           enabled=ctx.amp_dtype is not None)
+
+
+def _enabled(scaler: torch.amp.GradScaler | None) -> torch.amp.GradScaler | None:
+    """The scaler when it is in use (fp16), else None (the steps then skip it)."""
+    return scaler if scaler is not None and scaler.is_enabled() else None
 
 
 def _to_device(x: torch.Tensor, ctx) -> torch.Tensor:
@@ -610,46 +753,53 @@ def _to_device(x: torch.Tensor, ctx) -> torch.Tensor:
     return x
 
 
+def _set_requires_grad(net: nn.Module | None, flag: bool) -> None:
+    if net is not None:
+        for p in net.parameters():
+            p.requires_grad_(flag)
+
+
+def _epoch_means(sums: dict[str, torch.Tensor], steps: int, stage: int, epoch: int, ctx) -> dict[str, float]:
+    """Per-epoch means of summed losses; a NaN/inf mean (missed between checks) raises."""
+    means = {k: v.item() / max(steps, 1) for k, v in sums.items()}
+    bad = {k.replace("loss_", "") + " loss": torch.tensor(v) for k, v in means.items() if not math.isfinite(v)}
+    if bad:
+        _check_finite(bad, stage, epoch, ctx.global_step, ctx.check_every)
+    return means
+
+
 def train_stage1_epoch(generator: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer,
-                       scheduler, ctx, stage: int = 1, epoch: int = 1,
-                       pixel: str = "mse", content: Callable | None = None) -> dict[str, float]:
-    """One epoch of content-loss-only training of the generator (stage 1).
+                       scheduler, ctx, stage: int = 1, epoch: int = 1, pixel: str = "mse") -> dict[str, float]:
+    """One epoch of stage 1: ``pretrain_step`` on every batch, with the machinery around it.
 
-    Each batch: ``lr`` (``Bx3x(p/s)x(p/s)``) -> ``sr = G(lr)`` -> loss = pixel loss
-    (or ``content(sr, hr)`` when given, e.g. a VGG loss) -> Adam step -> lr scheduler step
-    (schedulers count iterations).
+    Each batch ``(lr, hr)`` (``Bx3x(p/s)x(p/s)``, ``Bx3xpxp`` in [0, 1]) goes to the device,
+    ``pretrain_step`` runs under ``ctx``'s autocast with ``ctx.scaler_g``, the loss is
+    checked for NaN/inf every ``ctx.check_every`` steps, the scheduler steps (schedulers
+    count iterations) and ``ctx.global_step`` is incremented.
 
-    Returns the epoch's mean ``loss_g`` / ``loss_content`` and the number of steps.
+    Returns the epoch's mean ``loss_g`` = ``loss_content`` (the pixel loss) and ``steps``.
     Raises ``NonFiniteLossError`` on a NaN/inf loss.
     """
     generator.train()
-    total = torch.zeros((), device=ctx.device)
+    sums: dict[str, torch.Tensor] = {}
     steps = 0
     bar = tqdm(loader, desc=f"stage {stage} epoch {epoch}", leave=False, disable=not ctx.progress,
                dynamic_ncols=True)
     for lr, hr in bar:
         lr, hr = _to_device(lr, ctx), _to_device(hr, ctx)
         with _autocast(ctx):
-            sr = generator(lr)
-        loss = content(sr.float(), hr) if content is not None else pixel_loss(sr.float(), hr, pixel)
+            losses = pretrain_step(generator, lr, hr, optimizer, pixel, _enabled(ctx.get("scaler_g")))
+        scheduler.step()
         ctx.global_step += 1
         steps += 1
         if steps % ctx.check_every == 0:
-            _check_finite({"content loss": loss}, stage, epoch, ctx.global_step, ctx.check_every)
-
-        optimizer.zero_grad(set_to_none=True)
-        ctx.scaler_g.scale(loss).backward()
-        ctx.scaler_g.step(optimizer)
-        ctx.scaler_g.update()
-        scheduler.step()
-
-        total += loss.detach()
+            _check_finite({"content loss": losses["loss_pixel"]}, stage, epoch, ctx.global_step, ctx.check_every)
+        for k, v in losses.items():
+            sums[k] = sums.get(k, 0) + v
         if steps % ctx.log_every == 0:
-            bar.set_postfix(loss=f"{total.item() / steps:.4g}")
+            bar.set_postfix(loss=f"{sums['loss_pixel'].item() / steps:.4g}")
     bar.close()
-    mean = total.item() / max(steps, 1)
-    if not math.isfinite(mean):
-        _check_finite({"content loss": torch.tensor(mean)}, stage, epoch, ctx.global_step, ctx.check_every)
+    mean = _epoch_means(sums, steps, stage, epoch, ctx).get("loss_pixel", 0.0)
     return {"loss_g": mean, "loss_content": mean, "steps": steps}
 
 
@@ -657,22 +807,15 @@ def train_stage2_epoch(generator: nn.Module, discriminator: nn.Module | None, lo
                        optimizer_g: torch.optim.Optimizer, optimizer_d: torch.optim.Optimizer | None,
                        scheduler_g, scheduler_d, content: ContentLoss, ctx, cfg2,
                        stage: int = 2, epoch: int = 1) -> dict[str, float]:
-    """One epoch of stage 2: alternate one D update and one G update per batch.
+    """One epoch of stage 2: per batch ``sr = G(lr)``, then ``d_step``, then ``g_step``.
 
-    For each batch ``(lr, hr)``:
-
-    1. ``sr = G(lr)``.
-    2. **D step** (when adversarial): logits ``C(hr)`` and ``C(sr.detach())`` -> ``gan_d_loss``
-       -> update D only (``sr`` is detached, so no gradient reaches G).
-    3. **G step**: ``loss_g = content_weight * content(sr, hr)
-       + adversarial_weight * gan_g_loss(C(sr), C(hr)) + pixel_weight * pixel(sr, hr)
-       + tv_weight * tv(sr)`` -> update G only (D's parameters are frozen meanwhile).
-
-    With ``cfg2.d_translate > 0`` every input of D (both steps) goes through
-    ``random_translate`` first.
+    The machinery around the two updates: batches to the device, autocast (``ctx``),
+    ``ctx.scaler_d`` / ``ctx.scaler_g``, D frozen (``requires_grad`` off) during the G step,
+    NaN/inf checks every ``ctx.check_every`` steps, scheduler steps, ``ctx.global_step``.
+    Without a discriminator (or with ``cfg2.adversarial_weight == 0``) only ``g_step`` runs.
 
     ``cfg2`` is ``config.stage2``. ``discriminator`` may be the DDP-wrapped one (used for
-    the D step); the G step calls the plain module so no D gradients are synchronised.
+    the D step); the G step calls the plain module, so no D gradients are synchronised.
     Returns the epoch's mean losses, mean ``d_real`` = D(x) and ``d_fake`` = D(G(z)) as
     probabilities, and the number of steps.
     """
@@ -683,95 +826,47 @@ def train_stage2_epoch(generator: nn.Module, discriminator: nn.Module | None, lo
     generator.train()
     if adversarial:
         discriminator.train()
-    names = ["loss_g", "loss_content", "loss_adv", "loss_pixel", "loss_tv", "loss_d", "d_real", "d_fake"]
-    sums = {k: torch.zeros((), device=ctx.device) for k in names}
+    sums: dict[str, torch.Tensor] = {}
     steps = 0
     bar = tqdm(loader, desc=f"stage {stage} epoch {epoch}", leave=False, disable=not ctx.progress,
                dynamic_ncols=True)
-    for lr, hr in bar:
-        lr, hr = _to_device(lr, ctx), _to_device(hr, ctx)
-        ctx.global_step += 1
-        steps += 1
-        check = steps % ctx.check_every == 0
-
-        # 1. Super-resolve the batch (the graph is kept for the G step).
-        with _autocast(ctx):
-            sr = generator(lr)
-
-        # 2. Discriminator step: real hr -> 1, detached sr -> 0.
-        if adversarial:
-            for p in d_plain.parameters():
-                p.requires_grad_(True)
+    try:
+        for lr, hr in bar:
+            lr, hr = _to_device(lr, ctx), _to_device(hr, ctx)
+            ctx.global_step += 1
+            steps += 1
+            check = steps % ctx.check_every == 0
+            losses: dict[str, torch.Tensor] = {}
             with _autocast(ctx):
-                real_logits = discriminator(random_translate(hr, cfg2.d_translate))
-                fake_logits = discriminator(random_translate(sr.detach(), cfg2.d_translate))
-            loss_d = gan_d_loss(real_logits, fake_logits, cfg2.gan_type)
+                sr = generator(lr)  # the graph is kept for the G step
+                if adversarial:
+                    _set_requires_grad(d_plain, True)
+                    losses.update(d_step(discriminator, hr, sr, optimizer_d, cfg2.gan_type, cfg2.d_translate,
+                                         _enabled(ctx.get("scaler_d"))))
+                    scheduler_d.step()
+                    if check:
+                        _check_finite({"discriminator loss": losses["loss_d"]}, stage, epoch, ctx.global_step,
+                                      ctx.check_every)
+                    _set_requires_grad(d_plain, False)
+                losses.update(g_step(sr, hr, d_plain, content, optimizer_g, cfg2, _enabled(ctx.get("scaler_g"))))
+            scheduler_g.step()
             if check:
-                _check_finite({"discriminator loss": loss_d}, stage, epoch, ctx.global_step, ctx.check_every)
-            optimizer_d.zero_grad(set_to_none=True)
-            ctx.scaler_d.scale(loss_d).backward()
-            ctx.scaler_d.step(optimizer_d)
-            ctx.scaler_d.update()
-            scheduler_d.step()
-            d_real, d_fake = d_probabilities(real_logits, fake_logits, cfg2.gan_type)
-            sums["loss_d"] += loss_d.detach()
-            sums["d_real"] += d_real
-            sums["d_fake"] += d_fake
-
-        # 3. Generator step: content (+ adversarial, pixel, TV); D frozen.
-        if adversarial:
-            for p in d_plain.parameters():
-                p.requires_grad_(False)
-        terms: dict[str, torch.Tensor] = {}
-        srf = sr.float()
-        with _autocast(ctx):  # the VGG of a perceptual loss runs in mixed precision too
-            terms["loss_content"] = content(srf, hr)
-            if adversarial:
-                fake_logits_g = d_plain(random_translate(sr, cfg2.d_translate))
-                real_logits_g = None
-                if cfg2.gan_type == "ragan":
-                    with torch.no_grad():
-                        real_logits_g = d_plain(random_translate(hr, cfg2.d_translate))
-        loss_g = cfg2.content_weight * terms["loss_content"]
-        if adversarial:
-            terms["loss_adv"] = gan_g_loss(fake_logits_g, real_logits_g, cfg2.gan_type)
-            loss_g = loss_g + cfg2.adversarial_weight * terms["loss_adv"]
-        if cfg2.pixel_weight > 0:
-            terms["loss_pixel"] = pixel_loss(srf, hr, cfg2.pixel_loss)
-            loss_g = loss_g + cfg2.pixel_weight * terms["loss_pixel"]
-        if cfg2.tv_weight > 0:
-            terms["loss_tv"] = tv_loss(srf)
-            loss_g = loss_g + cfg2.tv_weight * terms["loss_tv"]
-        terms["loss_g"] = loss_g
-        if check:
-            _check_finite({k.replace("loss_", "") + " loss": v for k, v in terms.items()},
-                          stage, epoch, ctx.global_step, ctx.check_every)
-        optimizer_g.zero_grad(set_to_none=True)
-        ctx.scaler_g.scale(loss_g).backward()
-        ctx.scaler_g.step(optimizer_g)
-        ctx.scaler_g.update()
-        scheduler_g.step()
-
-        for k, v in terms.items():
-            sums[k] += v.detach()
-        if steps % ctx.log_every == 0:
-            post = {"G": f"{sums['loss_g'].item() / steps:.4g}"}
-            if adversarial:
-                post.update(D=f"{sums['loss_d'].item() / steps:.3g}",
-                            Dx=f"{sums['d_real'].item() / steps:.2f}",
-                            DGz=f"{sums['d_fake'].item() / steps:.2f}")
-            bar.set_postfix(post)
-    bar.close()
-    if adversarial:
-        for p in d_plain.parameters():
-            p.requires_grad_(True)
-    used = set(["loss_g", "loss_content"]) | (
-        {"loss_adv", "loss_d", "d_real", "d_fake"} if adversarial else set()) | (
-        {"loss_pixel"} if cfg2.pixel_weight > 0 else set()) | ({"loss_tv"} if cfg2.tv_weight > 0 else set())
-    means = {k: sums[k].item() / max(steps, 1) for k in names if k in used}
-    bad = {k: torch.tensor(v) for k, v in means.items() if not math.isfinite(v)}
-    if bad:
-        _check_finite(bad, stage, epoch, ctx.global_step, ctx.check_every)
+                _check_finite({k.replace("loss_", "") + " loss": v for k, v in losses.items()
+                               if k.startswith("loss_") and k != "loss_d"},
+                              stage, epoch, ctx.global_step, ctx.check_every)
+            for k, v in losses.items():
+                sums[k] = sums.get(k, 0) + v
+            if steps % ctx.log_every == 0:
+                post = {"G": f"{sums['loss_g'].item() / steps:.4g}"}
+                if adversarial:
+                    post.update(D=f"{sums['loss_d'].item() / steps:.3g}",
+                                Dx=f"{sums['d_real'].item() / steps:.2f}",
+                                DGz=f"{sums['d_fake'].item() / steps:.2f}")
+                bar.set_postfix(post)
+    finally:
+        bar.close()
+        _set_requires_grad(d_plain, True)
+    means = _epoch_means(sums, steps, stage, epoch, ctx)
     means["steps"] = steps
     return means
 
@@ -780,7 +875,7 @@ def validate(generator: nn.Module, eval_dataset, scale: int, device: torch.devic
              tile: int | None = None, samples_dir: str | os.PathLike | None = None,
              n_samples: int = 0, prefix: str = "", max_images: int | None = None,
              progress: bool = False) -> dict[str, float]:
-    """Mean PSNR/SSIM (MATLAB protocol, Y channel; ``utils.evaluate``) of ``generator``.
+    """Mean PSNR/SSIM (MATLAB protocol, Y channel; ``utils.evaluate``) of ``generator``, in fp32.
 
     Args:
         generator: the plain (unwrapped) generator; put in eval mode here and back to train.
@@ -789,26 +884,35 @@ def validate(generator: nn.Module, eval_dataset, scale: int, device: torch.devic
         samples_dir / n_samples / prefix: save the first ``n_samples`` SR images as
             ``<samples_dir>/<prefix><name>.png``.
 
-    Returns ``{"psnr": float, "ssim": float}`` (dB, and SSIM in [0, 1]).
+    Returns ``{"psnr": float, "ssim": float}`` (dB, and SSIM in [0, 1]). Autocast is turned
+    off here, so scores do not depend on the training's mixed precision.
     """
-    import utils
-
     if max_images is not None and max_images < len(eval_dataset):
         eval_dataset = torch.utils.data.Subset(eval_dataset, range(max_images))
     was_training = generator.training
     generator.eval()
+    device_type = torch.device(device).type if device is not None else "cpu"
     try:
-        rows = utils.evaluate(generator, eval_dataset, scale, device=device, tile=tile, progress=progress)
-        if samples_dir is not None and n_samples > 0:
-            for k in range(min(n_samples, len(eval_dataset))):
-                item = eval_dataset[k]
-                sr = utils.super_resolve(generator, item["lr"], tile=tile, device=device)
-                name = Path(str(item["name"])).stem
-                utils.save_image(sr, Path(samples_dir) / f"{prefix}{name}.png")
+        with torch.autocast(device_type=device_type, enabled=False):
+            rows = utils.evaluate(generator, eval_dataset, scale, device=device, tile=tile, progress=progress)
+            if samples_dir is not None and n_samples > 0:
+                for k in range(min(n_samples, len(eval_dataset))):
+                    item = eval_dataset[k]
+                    sr = utils.super_resolve(generator, item["lr"], tile=tile, device=device)
+                    name = Path(str(item["name"])).stem
+                    utils.save_image(sr, Path(samples_dir) / f"{prefix}{name}.png")
     finally:
         generator.train(was_training)
     return {"psnr": float(np.mean([r["psnr"] for r in rows])),
             "ssim": float(np.mean([r["ssim"] for r in rows]))}
+
+
+# =====================================================================================
+# 4. Machinery
+# =====================================================================================
+# How a run is carried out: nothing here decides what is trained. Checkpoint I/O and
+# logging first, then the run (inputs, lock, resume point), networks and precision, the
+# epoch bookkeeping, save and restore, and the data/settings helpers.
 
 
 # ---------------------------------------------------------------------- checkpoints
@@ -879,9 +983,6 @@ def plot_curves(rows: list[dict], path: str | os.PathLike) -> None:
     """Draw losses, D outputs and PSNR/SSIM per epoch into ``path`` (PNG, atomically)."""
     # A Figure made directly (not through pyplot) needs no GUI backend and leaves the
     # caller's pyplot state (e.g. a notebook's inline backend) alone.
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
-
     if not rows:
         return
     x = np.arange(1, len(rows) + 1)
@@ -932,7 +1033,295 @@ def plot_curves(rows: list[dict], path: str | os.PathLike) -> None:
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=80, format="png"))
 
 
-# ---------------------------------------------------------------------- setup helpers
+# ---------------------------------------------------------------------- errors
+
+
+class SolverError(RuntimeError):
+    """A problem the user can fix (folder, data, checkpoint, disk, weights); the message is one line.
+
+    The command line prints ``error: <message>`` for it (and for ``OSError``/``ValueError``)
+    instead of a traceback.
+    """
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss became NaN/inf; the message says which loss, stage, epoch and step."""
+
+
+def _check_finite(losses: dict[str, torch.Tensor], stage: int, epoch: int, step: int,
+                  every: int) -> None:
+    for name, value in losses.items():
+        if not bool(torch.isfinite(value).all()):
+            when = f"step {step}" if every == 1 else f"step {step} (checked every {every} steps)"
+            raise NonFiniteLossError(
+                f"{name} is {value.item()} in stage {stage}, epoch {epoch}, {when}. "
+                "Training stopped; the last good checkpoint is untouched. Try a lower "
+                "learning rate, amp='off', or resume from the checkpoint.")
+
+
+def _one_line(err: BaseException) -> str:
+    """The first line of an exception's message (torch's can run over many lines)."""
+    text = str(err).strip() or type(err).__name__
+    return text.splitlines()[0].strip()
+
+
+# ---------------------------------------------------------------------- the run
+
+
+@dataclass
+class Run:
+    """What the scheme (``train``) gets from ``start_run``: settings, data, resume point, counters."""
+
+    config: EasyDict
+    out: Path
+    device: torch.device
+    rank: int
+    world: int
+    loader: DataLoader
+    sampler: SeededSampler
+    eval_set: EvalDataset | None
+    steps_per_epoch: int
+    epochs1: int                 # planned epochs of each stage
+    epochs2: int
+    ckpt: dict | None            # the checkpoint this run resumes from
+    start_stage: int             # 1 or 2: the stage this run starts (or resumes) in
+    done: int                    # epochs already completed in ``start_stage``
+    log: list[dict]
+    ctx: TrainContext
+    use_compile: bool
+    result: dict
+    epoch_lr: float = 0.0        # set by ``remaining_epochs`` for the epoch's log row
+    epoch_start: float = 0.0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.distributed:
+            dist.barrier()
+
+
+# Files and folders of a run; a fresh run refuses a folder holding any of them (--overwrite).
+RUN_FILES = ("checkpoint.pth", "generator_stage1.pth", "generator_stage2.pth", "log.csv", "config.json",
+             "curves.png")
+RUN_FOLDERS = ("samples", "generators")
+
+
+@contextlib.contextmanager
+def start_run(config: EasyDict) -> Iterator[Run]:
+    """Check the inputs, lock ``config.out``, load the data and the resume point; release on exit.
+
+    Nothing is created before the data lists, their scale, the output folder (writable, not
+    held by another run, no other run's results unless ``overwrite``) and the checkpoint to
+    resume from are checked. A folder this call created is removed again if the run fails
+    before writing anything into it.
+    """
+    config = EasyDict(_to_plain(config))
+    check_config(config)
+    rank, world, local_rank = _dist_setup()
+    device = _resolve_device(config.device, local_rank)
+    is_main = rank == 0
+    out = Path(config.out)
+    train_set, eval_set = open_datasets(config, is_main)
+    if is_main:
+        _check_folder_writable(out)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    threads = torch.get_num_threads()
+    created = not out.exists()
+    lock = _lock_run_folder(out) if is_main else None
+    try:
+        if config.speed.threads:
+            torch.set_num_threads(int(config.speed.threads))
+        yield _prepare_run(config, train_set, eval_set, rank, world, device)
+    finally:
+        torch.set_num_threads(threads)  # a run's thread setting must not leak to the caller
+        if lock is not None:
+            Path(lock.name).unlink(missing_ok=True)
+            lock.close()
+            if created:  # failed before writing anything: leave no empty folder behind
+                for folder in (out / "samples", out):
+                    with contextlib.suppress(OSError):
+                        folder.rmdir()
+        if world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def open_datasets(config: EasyDict, is_main: bool = True) -> tuple[TrainDataset, EvalDataset | None]:
+    """The training set and (on the main process) the validation set, after checking both lists.
+
+    Raises ``FileNotFoundError`` / ``ValueError`` with one line when a list is missing, does
+    not parse, or was made for another scale than the model's.
+    """
+    lists = [("training", config.data.train_list)]
+    if is_main and config.data.val_list:
+        lists.append(("validation", config.data.val_list))
+    for role, path in lists:
+        try:
+            scale = load_data_list(path)["scale"]
+        except FileNotFoundError:
+            if config.profile == "quick" and Path(path).name in ("train.json", "sample-test.json"):
+                how = "make it with `python create_data_lists.py --sample`"
+            elif Path(path).name == "train.json":
+                how = ("make it with `python create_data_lists.py --download div2k` (the paper's data; for a "
+                       "few-minute run: `python create_data_lists.py --sample` and --profile quick)")
+            else:
+                how = "make it with `python create_data_lists.py` (README, Real data)"
+            other = ", pass --val-list LIST, or --val-list none" if role == "validation" else ", or pass --train-list LIST"
+            raise FileNotFoundError(f"{role} data list not found: {path}: {how}{other}") from None
+        if scale != config.scale:
+            raise ValueError(
+                f"{role} list {path} is for x{scale}, but the model is x{config.scale}: train with --scale {scale}, "
+                f"or make x{config.scale} lists (`python create_data_lists.py --scale {config.scale} --output "
+                f"data/lists-x{config.scale}`; the sample set: `python create_data_lists.py --sample --scale "
+                f"{config.scale} --root data/x{config.scale}`)")
+    train_set = TrainDataset(config.data.train_list, scale=config.scale, patch_size=config.data.patch_size,
+                             patches_per_image=config.data.patches_per_image, augment=config.data.augment,
+                             cache_mb=config.data.cache_mb)
+    eval_set = EvalDataset(config.data.val_list, scale=config.scale) if len(lists) > 1 else None
+    return train_set, eval_set
+
+
+def _check_folder_writable(out: Path) -> None:
+    """Raise one line when ``out`` is not a folder, or it (or its nearest existing parent) is read-only."""
+    if out.exists() and not out.is_dir():
+        raise SolverError(f"output folder {out} is a file; choose another --out")
+    existing = out
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise SolverError(f"cannot create the output folder {out}: {existing} is a file; choose another --out")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise SolverError(f"output folder {existing} is read-only; choose a writable --out")
+
+
+def _lock_run_folder(out: Path):
+    """Hold an exclusive lock on ``out/train.lock`` so two runs never share a folder.
+
+    Returns the open lock file (closing it releases the lock; the OS releases it if the
+    process dies), or None where ``fcntl`` does not exist (Windows: no check). The file
+    holds the holder's PID; a refused run leaves it as it is.
+    """
+    if fcntl is None:
+        return None
+    out.mkdir(parents=True, exist_ok=True)
+    f = open(out / "train.lock", "a+")  # not "w": that would erase the holder's PID before we know
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.seek(0)
+        holder = f.read().strip()
+        f.close()
+        who = f"process {holder}" if holder.isdigit() else "another process"
+        raise SolverError(f"another training run ({who}) is using {out}: wait for it to finish or "
+                          "choose another output folder (--out)") from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"{os.getpid()}\n")
+    f.flush()
+    return f
+
+
+def _read_checkpoint(path: Path) -> dict:
+    """``load_checkpoint`` with every way a file can be unusable turned into one line."""
+    try:
+        ckpt = load_checkpoint(path)
+    except OSError as err:
+        raise SolverError(f"cannot read {path}: {err.strerror or _one_line(err)}") from None
+    except Exception as err:  # noqa: BLE001 - a damaged file makes the unpickler raise anything
+        raise SolverError(f"cannot resume from {path}: it is not a readable training checkpoint "
+                          f"({type(err).__name__}: {_one_line(err)}); start a new run in another folder, "
+                          "or restore the file") from None
+    if not isinstance(ckpt, dict) or not {"stage", "epoch", "generator", "config", "rng"} <= set(ckpt):
+        raise SolverError(f"cannot resume from {path}: it is not a training checkpoint of solver.py")
+    return ckpt
+
+
+def _check_previous_run(out: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse a fresh run into a folder holding another run's results, or clear them with ``overwrite``."""
+    found = [name for name in RUN_FILES if (out / name).exists()]
+    found += [name + "/" for name in RUN_FOLDERS if (out / name).is_dir() and any((out / name).iterdir())]
+    if not found:
+        return
+    if not overwrite:
+        how = ("continue it with --resume (resume=True), " if "checkpoint.pth" in found and not resume else "")
+        raise FileExistsError(f"{out} holds another run's results ({', '.join(found)}): {how}choose another "
+                              "folder (--out), or replace them with --overwrite (overwrite=True)")
+    for name in RUN_FILES:
+        (out / name).unlink(missing_ok=True)
+    for name in RUN_FOLDERS:
+        if (out / name).is_dir():
+            shutil.rmtree(out / name)
+
+
+def _prepare_run(config: EasyDict, train_set: TrainDataset, eval_set: EvalDataset | None, rank: int,
+                 world: int, device: torch.device) -> Run:
+    """The resume point, the loader, the run folder's files; everything ``train`` reads from ``Run``."""
+    out = Path(config.out)
+    ckpt_path = out / "checkpoint.pth"
+    is_main = rank == 0
+    speed = config.speed
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = bool(speed.cudnn_benchmark)
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+    batch = int(config.data.batch_size)
+    if batch % world:
+        raise ValueError(f"batch_size {batch} must be divisible by the number of processes ({world})")
+    sampler = SeededSampler(len(train_set), int(config.seed), rank, world)
+    loader = _make_loader(train_set, sampler, batch // world, config.data, device)
+    steps_per_epoch = len(loader)
+    if steps_per_epoch == 0:
+        raise ValueError(f"the training set gives {len(sampler)} patches per process, fewer than one batch "
+                         f"of {batch // world}: lower batch_size or raise patches_per_image")
+    epochs1 = 0 if config.pretrained else _stage_epochs(config.stage1, steps_per_epoch)
+    epochs2 = _stage_epochs(config.stage2, steps_per_epoch)
+    use_compile = speed.compile is True or (speed.compile == "auto" and device.type == "cuda")
+    if use_compile and device.type == "cpu" and not c_compiler_available():
+        raise SolverError("speed.compile=True on the CPU needs a working C compiler (set CC or install "
+                          "gcc), or train without it: speed.compile=False (--compile off)")
+    amp_dtype = _amp_dtype(speed.amp, device)
+    config.runtime = {"device": str(device), "world_size": world, "steps_per_epoch": steps_per_epoch,
+                      "stage1_epochs": epochs1, "stage2_epochs": epochs2, "n_train_patches": len(train_set),
+                      "torch": str(torch.__version__), "compile": use_compile,
+                      "amp": str(amp_dtype).replace("torch.", "") if amp_dtype else "off"}
+
+    ckpt = None
+    if config.resume and ckpt_path.is_file():
+        ckpt = _read_checkpoint(ckpt_path)
+    elif config.resume and is_main:
+        print(f"resume: no checkpoint at {ckpt_path}; starting a new run", flush=True)
+    if is_main:
+        if ckpt is None:
+            _check_previous_run(out, config.resume, bool(config.overwrite))
+        with _disk_errors(out):
+            removed = utils.remove_stale_temps(out)  # what a killed run's interrupted writes left
+            (out / "samples").mkdir(exist_ok=True)
+            atomic_write(out / "config.json",
+                         lambda tmp: Path(tmp).write_text(json.dumps(_to_plain(config), indent=2)))
+        if removed:
+            print(f"removed {len(removed)} temporary file(s) left by an interrupted run", flush=True)
+
+    ctx = TrainContext(device=device, amp_dtype=amp_dtype, channels_last=speed.channels_last,
+                       progress=is_main, log_every=max(1, int(config.log_every)),
+                       global_step=int(ckpt["global_step"]) if ckpt else 0,
+                       check_every=1 if device.type == "cpu" else max(1, int(config.log_every)))
+    return Run(config=config, out=out, device=device, rank=rank, world=world, loader=loader, sampler=sampler,
+               eval_set=eval_set, steps_per_epoch=steps_per_epoch, epochs1=epochs1, epochs2=epochs2, ckpt=ckpt,
+               start_stage=int(ckpt["stage"]) if ckpt else (1 if epochs1 > 0 else 2),
+               done=int(ckpt["epoch"]) if ckpt else 0, log=list(ckpt["log"]) if ckpt else [], ctx=ctx,
+               use_compile=use_compile,
+               result={"out": str(out), "log": None, "generator": None, "checkpoint": str(ckpt_path)})
+
+
+# ---------------------------------------------------------------------- networks, optimizers, precision
+
 
 DISCRIMINATORS = {"Discriminator": lambda **kw: models.Discriminator(**kw),
                   "VGGStyleDiscriminator": lambda **kw: models.VGGStyleDiscriminator(**kw)}
@@ -945,47 +1334,376 @@ def build_discriminator(arch: dict) -> nn.Module:
     return DISCRIMINATORS[arch["name"]](**arch.get("kwargs", {}))
 
 
-def c_compiler_available() -> bool:
-    """True when a C compiler builds a trivial program (torch.compile needs one on the CPU)."""
-    import shutil
-    import subprocess
+def _place(run: Run, net: nn.Module) -> nn.Module:
+    net = net.to(run.device)
+    return net.to(memory_format=torch.channels_last) if run.config.speed.channels_last else net
 
-    cc = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
-    if cc is None:
-        return False
-    with tempfile.TemporaryDirectory() as d:
-        src = Path(d) / "t.c"
-        src.write_text("int main(void) { return 0; }\n")
+
+def initial_generator(run: Run) -> nn.Module:
+    """The generator at the start of the run: seeded with ``config.seed`` (torch, numpy, random),
+    weights from ``config.pretrained`` when given; on the run's device and memory format.
+    (A resumed run's weights are restored by ``remaining_epochs``.)"""
+    config = run.config
+    torch.manual_seed(int(config.seed))
+    np.random.seed(int(config.seed) % 2**32)
+    random.seed(int(config.seed))
+    generator = models.build_generator(config.model.generator)
+    arch = _to_plain(models.generator_arch(generator))
+    if run.ckpt is not None and run.ckpt["arch"] != arch:
+        raise SolverError(f"{run.out / 'checkpoint.pth'} holds generator {run.ckpt['arch']}, but the config builds "
+                          f"{arch}; resume with the same model settings")
+    if config.pretrained:
+        pretrained = _unwrap(models.load_generator(config.pretrained, device="cpu"))
+        found = _to_plain(models.generator_arch(pretrained))
+        if found != arch:
+            raise SolverError(f"--pretrained {config.pretrained} is {found}, but the config builds {arch} "
+                              "(scale, blocks, channels must match)")
+        generator.load_state_dict(pretrained.state_dict())
+    return _place(run, generator)
+
+
+def initial_discriminator(run: Run) -> nn.Module:
+    """A fresh discriminator seeded with ``config.seed + 1``, on the run's device and memory format."""
+    torch.manual_seed(int(run.config.seed) + 1)
+    return _place(run, build_discriminator(run.config.model.discriminator))
+
+
+def build_content_loss(run: Run) -> ContentLoss:
+    """Stage 2's content loss; missing VGG weights raise ``SolverError`` before any training."""
+    cfg2 = run.config.stage2
+    try:
+        content = ContentLoss(cfg2.content_loss, vgg_before_activation=cfg2.vgg_before_activation,
+                              vgg_criterion=cfg2.vgg_criterion, vgg_feature_scale=cfg2.vgg_feature_scale,
+                              vgg_weights=run.config.vgg.weights, vgg_random_init=run.config.vgg.random_init)
+    except (RuntimeError, FileNotFoundError) as err:
+        if "VGG19" not in str(err):
+            raise
+        raise SolverError(" ".join(str(err).split())) from None
+    return _place(run, content)
+
+
+def make_optimizer(run: Run, net: nn.Module, lr: float, betas, cfg_stage, epochs: int):
+    """Adam for ``net`` and its ``MultiStepLR`` over the stage's ``epochs * steps_per_epoch`` steps.
+
+    ``cfg_stage.lr_milestones`` (fractions of the stage) and ``lr_gamma`` set the schedule.
+    Returns ``(optimizer, scheduler)``.
+    """
+    kw = {"foreach": True} if run.device.type == "cpu" else {"fused": True}
+    optimizer = torch.optim.Adam(net.parameters(), lr=lr, betas=tuple(betas), **kw)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(
+        optimizer, _milestones(cfg_stage.lr_milestones, epochs * run.steps_per_epoch), gamma=cfg_stage.lr_gamma)
+    return optimizer, scheduler
+
+
+def new_grad_scalers(run: Run) -> tuple[torch.amp.GradScaler, torch.amp.GradScaler]:
+    """Fresh GradScalers for G and D (enabled under fp16 autocast only), also set on ``run.ctx``."""
+    enabled = run.ctx.amp_dtype == torch.float16
+    run.ctx.scaler_g = torch.amp.GradScaler(run.device.type, enabled=enabled)
+    run.ctx.scaler_d = torch.amp.GradScaler(run.device.type, enabled=enabled)
+    return run.ctx.scaler_g, run.ctx.scaler_d
+
+
+def wrap(run: Run, net: nn.Module | None) -> nn.Module | None:
+    """The module the epoch calls: DDP across processes, then ``torch.compile`` when on."""
+    if net is None:
+        return None
+    if run.distributed:
+        net = DDP(net, device_ids=[run.device.index] if run.device.type == "cuda" else None,
+                  broadcast_buffers=False)
+    if run.use_compile:  # after DDP, as PyTorch recommends (DDP-aware graph breaks)
+        net = torch.compile(net)
+    return net
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The plain module inside DDP / torch.compile wrappers (whose state_dict we save)."""
+    while True:
+        if hasattr(model, "_orig_mod"):  # torch.compile
+            model = model._orig_mod
+        elif isinstance(model, nn.parallel.DistributedDataParallel):
+            model = model.module
+        else:
+            return model
+
+
+def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
+    """True when the CPU computes bf16 natively (AVX512-BF16 or AMX), where bf16 autocast pays.
+
+    Args:
+        cpuinfo: the text of ``/proc/cpuinfo`` (read when None; elsewhere than Linux: False).
+    """
+    if cpuinfo is None:
         try:
-            return subprocess.run([cc, str(src), "-o", str(Path(d) / "t")], capture_output=True,
-                                  timeout=60).returncode == 0
-        except (OSError, subprocess.SubprocessError):
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
             return False
-
-
-def _resolve_device(name: str, local_rank: int) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise RuntimeError(f"device {name!r} requested but CUDA is not available; use device='cpu'")
-        if device.index is None:
-            device = torch.device("cuda", local_rank)
-        torch.cuda.set_device(device)
-    return device
+    flags = set()
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags") or line.startswith("Features"):
+            flags.update(line.partition(":")[2].split())
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
 def _amp_dtype(amp: str, device: torch.device):
-    if device.type != "cuda" or amp == "off":
+    """Autocast dtype for ``speed.amp`` on ``device`` (None: fp32).
+
+    ``auto``: CUDA bf16 where supported, else fp16; CPU bf16 where the CPU has native bf16
+    (``cpu_has_native_bf16``), else fp32. ``bf16`` forces bf16 (slow where it is emulated);
+    ``fp16`` is for CUDA only (fp32 on the CPU).
+    """
+    if amp == "off":
         return None
-    if amp == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+    if device.type == "cuda":
+        if amp == "auto":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+    if device.type == "cpu" and (amp == "bf16" or (amp == "auto" and cpu_has_native_bf16())):
+        return torch.bfloat16
+    return None
+
+
+# ---------------------------------------------------------------------- epochs
+
+
+def remaining_epochs(run: Run, stage: int, states: dict, nets: dict[str, nn.Module]) -> Iterator[int]:
+    """The epochs of ``stage`` still to run (1-based), with a progress bar.
+
+    When the run resumes inside ``stage``, the networks, optimizers, schedulers, scalers and
+    RNG states are first restored from the checkpoint (``restore_state``), so a resumed run
+    is bit-identical to an uninterrupted one. Before each epoch the data sampler gets the
+    epoch's key, and the epoch's start time and learning rate are kept for its log row.
+
+    ``states``: ``{"g": (optimizer, scheduler, scaler), "d": (...)}``; ``nets``: ``{"g": G, "d": D}``
+    (plain modules).
+    """
+    if run.ckpt is not None and int(run.ckpt["stage"]) == stage:
+        restore_state(run.ckpt, stage, run.config, states, nets)
+    total = run.epochs1 if stage == 1 else run.epochs2
+    done = run.done if run.start_stage == stage else 0
+    for epoch in tqdm(range(done + 1, total + 1), desc=f"stage {stage}", disable=not run.is_main,
+                      initial=done, total=total, dynamic_ncols=True):
+        run.sampler.set_epoch(epoch_key(stage, epoch))
+        run.epoch_lr = states["g"][0].param_groups[0]["lr"]
+        run.epoch_start = time.time()
+        yield epoch
+
+
+def end_epoch(run: Run, stage: int, epoch: int, metrics: dict, states: dict, nets: dict[str, nn.Module]) -> None:
+    """After an epoch: average BatchNorm statistics across processes; then on the main process
+    validate, add the log row, write the checkpoint (and the epoch's generator with
+    ``keep_generators``), ``log.csv`` and ``curves.png``; every process waits for it."""
+    seconds = time.time() - run.epoch_start
+    if run.distributed:
+        # BatchNorm running statistics are per process (buffers are not broadcast, so a
+        # discriminator called twice per step stays valid): average them once per epoch
+        # so that every rank, and the checkpoint, hold the same network.
+        for net in nets.values():
+            for buf in net.buffers():
+                if buf.is_floating_point():
+                    dist.all_reduce(buf, op=dist.ReduceOp.SUM)
+                    buf.div_(run.world)
+    if run.is_main:
+        config, out = run.config, run.out
+        row = {"stage": stage, "epoch": epoch, "step": run.ctx.global_step, "lr": run.epoch_lr,
+               "seconds": round(seconds, 3)}
+        row.update({k: v for k, v in metrics.items() if k != "steps"})
+        with _disk_errors(out):
+            if run.eval_set is not None:
+                row.update(validate(nets["g"], run.eval_set, config.scale, device=run.device,
+                                    tile=config.data.val_tile, samples_dir=out / "samples",
+                                    n_samples=int(config.data.n_samples),
+                                    prefix=f"stage{stage}_epoch{epoch:04d}_", max_images=config.data.val_max_images))
+            run.log.append(row)
+            save_checkpoint(out / "checkpoint.pth", checkpoint_state(run, stage, epoch, states, nets))
+            if config.keep_generators:
+                models.save_generator(out / "generators" / f"stage{stage}_epoch{epoch:04d}.pth", nets["g"],
+                                      stage=stage, epoch=epoch, global_step=run.ctx.global_step,
+                                      metrics={k: v for k, v in row.items() if isinstance(v, float)})
+            write_log_csv(run.log, out / "log.csv")
+            plot_curves(run.log, out / "curves.png")
+        msg = " ".join(f"{k}={v:.4g}" for k, v in row.items() if isinstance(v, float) and k not in ("lr", "seconds"))
+        tqdm.write(f"stage {stage} epoch {epoch}: {msg} ({seconds:.1f}s)")
+    run.barrier()
+
+
+def finish_stage(run: Run, stage: int, generator: nn.Module) -> None:
+    """Write ``generator_stage<N>.pth`` (main process); the next stage starts from epoch 0."""
+    planned = run.epochs1 if stage == 1 else run.epochs2
+    if run.is_main and planned > 0:
+        path = run.out / f"generator_stage{stage}.pth"
+        with _disk_errors(run.out):
+            models.save_generator(path, generator, stage=stage, epochs=planned, config=_to_plain(run.config))
+        run.result["generator"] = str(path)
+
+
+def finish_run(run: Run) -> dict:
+    """The run's result (``train``'s return value), once every process is done."""
+    stage1 = run.out / "generator_stage1.pth"
+    if run.is_main and run.result["generator"] is None and stage1.is_file():
+        run.result["generator"] = str(stage1)  # a finished single-stage run, resumed
+    run.result["log"] = run.log
+    run.barrier()
+    return run.result
+
+
+# ---------------------------------------------------------------------- save and restore
+
+# The config entry holding each optimizer's learning rate, per (stage, network).
+_LR_SETTINGS = {(1, "g"): ("stage1", "lr", "stage 1"), (2, "g"): ("stage2", "lr_g", "generator"),
+                (2, "d"): ("stage2", "lr_d", "discriminator")}
+_NET_KEYS = {"g": "generator", "d": "discriminator"}
+
+
+def checkpoint_state(run: Run, stage: int, epoch: int, states: dict, nets: dict[str, nn.Module]) -> dict:
+    """The checkpoint dict (format at the top of this file), looping over ``nets`` and ``states``."""
+    d = nets.get("d")
+    state = {"format_version": CHECKPOINT_FORMAT, "arch": _to_plain(models.generator_arch(nets["g"])),
+             "generator": nets["g"].state_dict(),
+             "discriminator_arch": _to_plain(run.config.model.discriminator) if d is not None else None,
+             "discriminator": d.state_dict() if d is not None else None,
+             "stage": stage, "epoch": epoch, "global_step": run.ctx.global_step,
+             "rng": _rng_state(), "config": _to_plain(run.config), "log": run.log}
+    for name in _NET_KEYS:
+        optimizer, scheduler, scaler = states.get(name, (None, None, None))
+        state[f"optimizer_{name}"] = optimizer.state_dict() if optimizer is not None else None
+        state[f"scheduler_{name}"] = scheduler.state_dict() if scheduler is not None else None
+        state[f"scaler_{name}"] = scaler.state_dict() if _enabled(scaler) is not None else None
+    return state
+
+
+def restore_state(ckpt: dict, stage: int, config: EasyDict, states: dict, nets: dict[str, nn.Module]) -> None:
+    """Load ``nets`` and ``states`` (optimizer, scheduler, scaler per network) and the RNG from ``ckpt``.
+
+    A learning rate changed in ``config`` since the checkpoint applies from the next step on.
+    """
+    for name, net in nets.items():
+        net.load_state_dict(ckpt[_NET_KEYS[name]])
+    for name, (optimizer, scheduler, scaler) in states.items():
+        optimizer.load_state_dict(ckpt[f"optimizer_{name}"])
+        scheduler.load_state_dict(ckpt[f"scheduler_{name}"])
+        section, key, label = _LR_SETTINGS[(stage, name)]
+        _apply_lr_change(optimizer, scheduler, ckpt["config"][section][key], config[section][key], label)
+        if ckpt.get(f"scaler_{name}"):
+            scaler.load_state_dict(ckpt[f"scaler_{name}"])
+    _set_rng_state(ckpt["rng"])
+
+
+def _apply_lr_change(optimizer: torch.optim.Optimizer, scheduler: Any, saved_lr: float, lr: float,
+                     name: str) -> None:
+    """On resume: if the config's lr differs from the checkpoint's, use it from the next step.
+
+    The saved optimizer/scheduler states would otherwise keep the old rate. Milestones still
+    to come multiply the new rate by ``lr_gamma`` as usual; past ones are not re-applied.
+    """
+    if float(saved_lr) == float(lr):
+        return
+    for group in optimizer.param_groups:
+        group["lr"] = group["initial_lr"] = float(lr)
+    scheduler.base_lrs = [float(lr)] * len(optimizer.param_groups)
+    print(f"resume: {name} lr {saved_lr:g} -> {lr:g} from step {scheduler.last_epoch} on", flush=True)
+
+
+_DISK_FULL = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+
+
+@contextlib.contextmanager
+def _disk_errors(out: Path) -> Iterator[None]:
+    """Turn a failed write in the run folder (disk full, read-only, ...) into one ``SolverError`` line."""
+    try:
+        yield
+    except OSError as err:
+        if err.errno in _DISK_FULL:
+            raise SolverError(f"the disk holding {out} is full ({_free_mb(out)} MB free): free some space and "
+                              "continue with --resume (the last complete epoch is kept), or choose another --out") from None
+        if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise SolverError(f"cannot write in {out} ({err.strerror}): make it writable or choose "
+                              "another --out") from None
+        raise
+    except RuntimeError as err:
+        # torch.save reports a short write (full disk) as "[enforce fail at inline_container.cc ...]
+        # ... unexpected pos", or "PytorchStreamWriter failed writing file".
+        text = str(err)
+        if "inline_container" in text or "unexpected pos" in text or "PytorchStreamWriter" in text:
+            raise SolverError(f"could not write a checkpoint in {out} ({_free_mb(out)} MB free; the disk is "
+                              "probably full): free some space and continue with --resume, or choose "
+                              "another --out") from None
+        raise
+
+
+def _free_mb(path: Path) -> int:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    try:
+        return shutil.disk_usage(path).free // 2**20
+    except OSError:
+        return -1
+
+
+# ---------------------------------------------------------------------- data and settings
+
+
+class SeededSampler(Sampler):
+    """Yields ``(index, seed)`` pairs: the epoch's shuffled indices, each with its own seed.
+
+    The order and the seeds depend only on ``(seed, epoch_key, rank)``: pass the result of
+    ``epoch_key(stage, epoch)`` to ``set_epoch`` before each epoch. Under DDP each rank
+    takes every ``world_size``-th index of the same permutation (as ``DistributedSampler``).
+    """
+
+    def __init__(self, n: int, seed: int, rank: int = 0, world_size: int = 1):
+        self.n, self.seed, self.rank, self.world_size = n, seed, rank, world_size
+        self.key = 0
+        self.per_rank = math.ceil(n / world_size)
+
+    def set_epoch(self, key: int) -> None:
+        self.key = key
+
+    def __len__(self) -> int:
+        return self.per_rank
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.key)
+        order = torch.randperm(self.n, generator=g)
+        order = torch.cat([order, order[: self.per_rank * self.world_size - self.n]])  # pad
+        seeds = torch.randint(0, 2**62, (self.per_rank * self.world_size,), generator=g)
+        for pos in range(self.rank, len(order), self.world_size):
+            yield int(order[pos]), int(seeds[pos])
+
+
+class SeededDataset(Dataset):
+    """Wraps a dataset so that ``ds[(index, seed)]`` draws the sample's randomness from ``seed``.
+
+    The global torch RNG of the calling process is left as it was.
+    """
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]):
+        index, seed = key
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self.dataset[index]
+
+
+def epoch_key(stage: int, epoch: int) -> int:
+    """A distinct integer per (stage, 1-based epoch), mixed into the data seeds."""
+    return stage * 1_000_000 + epoch
+
+
+def _usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def _make_loader(dataset: Dataset, sampler: SeededSampler, batch: int, cfg_data, device) -> DataLoader:
-    workers = int(cfg_data.workers)
+    # No more loader processes than CPUs: more only compete for them (and PyTorch warns).
+    workers = min(int(cfg_data.workers), _usable_cpus())
     return DataLoader(SeededDataset(dataset), batch_size=batch, sampler=sampler, drop_last=True,
                       num_workers=workers, pin_memory=bool(cfg_data.pin_memory) and device.type == "cuda",
                       persistent_workers=bool(cfg_data.persistent_workers) and workers > 0)
@@ -1023,341 +1741,69 @@ def check_config(config: EasyDict) -> None:
         value = config[stage][name]
         if value is not None and (not isinstance(value, int) or value < 0):
             raise ValueError(f"config {key} must be None or an integer >= 0, got {value!r}")
+    _check_scale(config)
+
+
+def c_compiler_available() -> bool:
+    """True when a C compiler builds a trivial program (torch.compile needs one on the CPU)."""
+    cc = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
+    if cc is None:
+        return False
+    with tempfile.TemporaryDirectory() as d:
+        src = Path(d) / "t.c"
+        src.write_text("int main(void) { return 0; }\n")
+        try:
+            return subprocess.run([cc, str(src), "-o", str(Path(d) / "t")], capture_output=True,
+                                  timeout=60).returncode == 0
+        except (OSError, subprocess.SubprocessError):
+            return False
+
+
+def _resolve_device(name: str, local_rank: int) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise SolverError(f"device {name!r} requested but CUDA is not available; use --device cpu")
+        if device.index is None:
+            device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    return device
 
 
 def _dist_setup():
-    """(rank, world_size, local_rank) from torchrun's environment; init the process group."""
+    """(rank, world_size, local_rank) from torchrun's environment."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     return rank, world, local_rank
 
 
-def _lock_run_folder(out: Path):
-    """Hold an exclusive lock on ``out/train.lock`` so two runs never share a folder.
-
-    Returns the open lock file (closing it releases the lock; the OS releases it if the
-    process dies), or None where ``fcntl`` does not exist (Windows: no check).
-    """
-    try:
-        import fcntl
-    except ImportError:
-        return None
-    out.mkdir(parents=True, exist_ok=True)
-    f = open(out / "train.lock", "w")
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        f.close()
-        raise RuntimeError(f"another training run is using {out} (it holds {out / 'train.lock'}); "
-                           "wait for it to finish or choose another output folder") from None
-    f.write(f"{os.getpid()}\n")
-    f.flush()
-    return f
-
-
-def train(config: EasyDict) -> dict:
-    """Run stage 1 (content-loss pre-training) then stage 2 as configured; see the module doc.
-
-    Args:
-        config: from ``make_config`` (or ``config_from_checkpoint``). With
-            ``config.resume`` the run continues from ``<config.out>/checkpoint.pth``.
-
-    Returns:
-        ``{"out": run folder, "log": list of per-epoch rows, "generator": path of the last
-        generator file written, "checkpoint": path}``.
-
-    Raises:
-        NonFiniteLossError: a loss became NaN/inf (the last checkpoint is kept).
-    """
-    import torch.distributed as dist
-
-    config = EasyDict(_to_plain(config))
-    rank, world, local_rank = _dist_setup()
-    device = _resolve_device(config.device, local_rank)
-    distributed = world > 1
-    if distributed and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    is_main = rank == 0
-    threads = torch.get_num_threads()
-    lock = _lock_run_folder(Path(config.out)) if is_main else None
-    try:
-        if config.speed.threads:
-            torch.set_num_threads(int(config.speed.threads))
-        return _train(config, rank, world, device, distributed, is_main)
-    finally:
-        torch.set_num_threads(threads)  # a run's thread setting must not leak to the caller
-        if lock is not None:
-            Path(lock.name).unlink(missing_ok=True)
-            lock.close()
-        if distributed and dist.is_initialized():
-            dist.destroy_process_group()
-
-
-def _train(config: EasyDict, rank: int, world: int, device: torch.device, distributed: bool,
-           is_main: bool) -> dict:
-    import torch.distributed as dist
-    from torch.nn.parallel import DistributedDataParallel as DDP
-
-    check_config(config)
-    out = Path(config.out)
-    ckpt_path = out / "checkpoint.pth"
-    speed = config.speed
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = bool(speed.cudnn_benchmark)
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-
-    def barrier():
-        if distributed:
-            dist.barrier()
-
-    # ---- data
-    batch = int(config.data.batch_size)
-    if batch % world:
-        raise ValueError(f"batch_size {batch} must be divisible by the number of processes ({world})")
-    train_set = TrainDataset(config.data.train_list, scale=config.scale, patch_size=config.data.patch_size,
-                             patches_per_image=config.data.patches_per_image, augment=config.data.augment,
-                             cache_mb=config.data.cache_mb)
-    sampler = SeededSampler(len(train_set), int(config.seed), rank, world)
-    loader = _make_loader(train_set, sampler, batch // world, config.data, device)
-    steps_per_epoch = len(loader)
-    if steps_per_epoch == 0:
-        raise ValueError(f"the training set gives {len(sampler)} patches per process, fewer than one batch "
-                         f"of {batch // world}: lower batch_size or raise patches_per_image")
-    eval_set = None
-    if is_main and config.data.val_list:
-        eval_set = EvalDataset(config.data.val_list, scale=config.scale)
-    epochs1 = _stage_epochs(config.stage1, steps_per_epoch)
-    epochs2 = _stage_epochs(config.stage2, steps_per_epoch)
-    if config.pretrained:
-        epochs1 = 0
-
-    config.runtime = {"device": str(device), "world_size": world, "steps_per_epoch": steps_per_epoch,
-                      "stage1_epochs": epochs1, "stage2_epochs": epochs2, "n_train_patches": len(train_set),
-                      "torch": str(torch.__version__)}
-    use_compile = speed.compile is True or (speed.compile == "auto" and device.type == "cuda")
-    if use_compile and device.type == "cpu" and not c_compiler_available():
-        raise RuntimeError("speed.compile=True on the CPU needs a working C compiler (set CC or install "
-                           "gcc), or train without it: speed.compile=False (--compile off)")
-    config.runtime["compile"] = use_compile
-
-    # ---- generator
-    torch.manual_seed(int(config.seed))
-    np.random.seed(int(config.seed) % 2**32)
-    random.seed(int(config.seed))
-    generator = models.build_generator(config.model.generator).to(device)
-    if config.pretrained:
-        pretrained = models.load_generator(config.pretrained, device="cpu")
-        generator.load_state_dict(_unwrap(pretrained).state_dict())
-    if speed.channels_last:
-        generator = generator.to(memory_format=torch.channels_last)
-    g_plain = generator
-
-    ckpt = None
-    if config.resume:
-        if ckpt_path.is_file():
-            ckpt = load_checkpoint(ckpt_path)
-            if ckpt["arch"] != _to_plain(models.generator_arch(g_plain)):
-                raise ValueError(f"{ckpt_path} holds generator {ckpt['arch']}, but the config builds "
-                                 f"{models.generator_arch(g_plain)}; resume with the same model settings")
-            g_plain.load_state_dict(ckpt["generator"])
-        elif is_main:
-            print(f"resume: no checkpoint at {ckpt_path}; starting a new run", flush=True)
-    elif ckpt_path.is_file():
-        raise FileExistsError(f"{ckpt_path} exists: pass resume=True (--resume) to continue it, "
-                              "or choose another output folder")
-    if is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "samples").mkdir(exist_ok=True)
-        for stale in [*out.glob(".*.tmp"), *out.glob(".*.tmp.png")]:  # left by a killed run
-            stale.unlink()
-        with open(out / "config.json", "w") as f:
-            json.dump(_to_plain(config), f, indent=2)
-
-    log: list[dict] = list(ckpt["log"]) if ckpt else []
-    global_step = int(ckpt["global_step"]) if ckpt else 0
-    stage = int(ckpt["stage"]) if ckpt else (1 if epochs1 > 0 else 2)
-    done = int(ckpt["epoch"]) if ckpt else 0      # epochs completed in `stage`
-
-    ctx = TrainContext(device=device, amp_dtype=_amp_dtype(speed.amp, device), channels_last=speed.channels_last,
-                       progress=is_main, log_every=max(1, int(config.log_every)), global_step=global_step,
-                       check_every=1 if device.type == "cpu" else max(1, int(config.log_every)))
-    use_scaler = ctx.amp_dtype == torch.float16
-    result = {"out": str(out), "log": log, "generator": None, "checkpoint": str(ckpt_path)}
-
-    def wrap(model):
-        if distributed:
-            model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None,
-                        broadcast_buffers=False)
-        if use_compile:  # after DDP, as PyTorch recommends (DDP-aware graph breaks)
-            model = torch.compile(model)
-        return model
-
-    def make_adam(params, lr, betas):
-        kw = {"foreach": True} if device.type == "cpu" else {"fused": True}
-        return torch.optim.Adam(params, lr=lr, betas=tuple(betas), **kw)
-
-    def end_epoch(stage_now, epoch_now, metrics, seconds, state_extra, nets):
-        """Validate, log, checkpoint (rank 0); all ranks wait for it."""
-        if distributed:
-            # BatchNorm running statistics are per process (buffers are not broadcast, so a
-            # discriminator called twice per step stays valid): average them once per epoch
-            # so that every rank, and the checkpoint, hold the same network.
-            for net in nets:
-                for buf in net.buffers():
-                    if buf.is_floating_point():
-                        dist.all_reduce(buf, op=dist.ReduceOp.SUM)
-                        buf.div_(world)
-        if is_main:
-            row = {"stage": stage_now, "epoch": epoch_now, "step": ctx.global_step,
-                   "lr": state_extra["lr"], "seconds": round(seconds, 3)}
-            row.update({k: v for k, v in metrics.items() if k != "steps"})
-            if eval_set is not None:
-                row.update(validate(g_plain, eval_set, config.scale, device=device, tile=config.data.val_tile,
-                                    samples_dir=out / "samples", n_samples=int(config.data.n_samples),
-                                    prefix=f"stage{stage_now}_epoch{epoch_now:04d}_",
-                                    max_images=config.data.val_max_images))
-            log.append(row)
-            state = {"format_version": CHECKPOINT_FORMAT,
-                     "arch": _to_plain(models.generator_arch(g_plain)),
-                     "generator": g_plain.state_dict(),
-                     "stage": stage_now, "epoch": epoch_now, "global_step": ctx.global_step,
-                     "rng": _rng_state(), "config": _to_plain(config), "log": log}
-            state.update(state_extra["states"])
-            save_checkpoint(ckpt_path, state)
-            if config.keep_generators:
-                models.save_generator(out / "generators" / f"stage{stage_now}_epoch{epoch_now:04d}.pth", g_plain,
-                                      stage=stage_now, epoch=epoch_now, global_step=ctx.global_step,
-                                      metrics={k: v for k, v in row.items() if isinstance(v, float)})
-            write_log_csv(log, out / "log.csv")
-            plot_curves(log, out / "curves.png")
-            msg = " ".join(f"{k}={v:.4g}" for k, v in row.items()
-                           if isinstance(v, float) and k not in ("lr", "seconds"))
-            tqdm.write(f"stage {stage_now} epoch {epoch_now}: {msg} ({seconds:.1f}s)")
-        barrier()
-
-    # The stage-2 content loss is built now, so that missing VGG weights stop the run
-    # before stage 1 rather than after it.
-    cfg2 = config.stage2
-    content = None
-    if epochs2 > 0:
-        content = ContentLoss(cfg2.content_loss, vgg_before_activation=cfg2.vgg_before_activation,
-                              vgg_criterion=cfg2.vgg_criterion, vgg_feature_scale=cfg2.vgg_feature_scale,
-                              vgg_weights=config.vgg.weights, vgg_random_init=config.vgg.random_init).to(device)
-        if speed.channels_last:
-            content = content.to(memory_format=torch.channels_last)
-
-    # ================================================================ stage 1
-    if stage == 1:
-        cfg1 = config.stage1
-        optimizer = make_adam(g_plain.parameters(), cfg1.lr, cfg1.betas)
-        scheduler = torch.optim.lr_scheduler.MultiStepLR(
-            optimizer, _milestones(cfg1.lr_milestones, epochs1 * steps_per_epoch), gamma=cfg1.lr_gamma)
-        ctx.scaler_g = torch.amp.GradScaler(device.type, enabled=use_scaler)
-        if ckpt is not None and ckpt["stage"] == 1:
-            optimizer.load_state_dict(ckpt["optimizer_g"])
-            scheduler.load_state_dict(ckpt["scheduler_g"])
-            _apply_lr_change(optimizer, scheduler, ckpt["config"]["stage1"]["lr"], cfg1.lr, "stage 1")
-            if ckpt.get("scaler_g"):
-                ctx.scaler_g.load_state_dict(ckpt["scaler_g"])
-            _set_rng_state(ckpt["rng"])
-        g_train = wrap(g_plain)
-        for epoch in tqdm(range(done + 1, epochs1 + 1), desc="stage 1", disable=not is_main,
-                          initial=done, total=epochs1, dynamic_ncols=True):
-            sampler.set_epoch(epoch_key(1, epoch))
-            t0, lr_now = time.time(), optimizer.param_groups[0]["lr"]
-            metrics = train_stage1_epoch(g_train, loader, optimizer, scheduler, ctx, stage=1, epoch=epoch,
-                                         pixel=cfg1.pixel_loss)
-            end_epoch(1, epoch, metrics, time.time() - t0, {
-                "lr": lr_now,
-                "states": {"discriminator_arch": None, "discriminator": None,
-                           "optimizer_g": optimizer.state_dict(), "optimizer_d": None,
-                           "scheduler_g": scheduler.state_dict(), "scheduler_d": None,
-                           "scaler_g": ctx.scaler_g.state_dict() if use_scaler else None,
-                           "scaler_d": None}}, [g_plain])
-        if is_main and epochs1 > 0:
-            path = out / "generator_stage1.pth"
-            models.save_generator(path, g_plain, stage=1, epochs=epochs1, config=_to_plain(config))
-            result["generator"] = str(path)
-        stage, done = 2, 0
-        del g_train
-
-    # ================================================================ stage 2
-    if epochs2 > 0:
-        adversarial = cfg2.adversarial_weight > 0
-        total2 = epochs2 * steps_per_epoch
-        optimizer_g = make_adam(g_plain.parameters(), cfg2.lr_g, cfg2.betas)
-        scheduler_g = torch.optim.lr_scheduler.MultiStepLR(
-            optimizer_g, _milestones(cfg2.lr_milestones, total2), gamma=cfg2.lr_gamma)
-        ctx.scaler_g = torch.amp.GradScaler(device.type, enabled=use_scaler)
-        ctx.scaler_d = torch.amp.GradScaler(device.type, enabled=use_scaler)
-        d_plain = optimizer_d = scheduler_d = None
-        if adversarial:
-            torch.manual_seed(int(config.seed) + 1)
-            d_plain = build_discriminator(config.model.discriminator).to(device)
-            if speed.channels_last:
-                d_plain = d_plain.to(memory_format=torch.channels_last)
-            optimizer_d = make_adam(d_plain.parameters(), cfg2.lr_d, cfg2.betas)
-            scheduler_d = torch.optim.lr_scheduler.MultiStepLR(
-                optimizer_d, _milestones(cfg2.lr_milestones, total2), gamma=cfg2.lr_gamma)
-        if ckpt is not None and ckpt["stage"] == 2:
-            optimizer_g.load_state_dict(ckpt["optimizer_g"])
-            scheduler_g.load_state_dict(ckpt["scheduler_g"])
-            _apply_lr_change(optimizer_g, scheduler_g, ckpt["config"]["stage2"]["lr_g"], cfg2.lr_g, "generator")
-            if ckpt.get("scaler_g"):
-                ctx.scaler_g.load_state_dict(ckpt["scaler_g"])
-            if adversarial:
-                d_plain.load_state_dict(ckpt["discriminator"])
-                optimizer_d.load_state_dict(ckpt["optimizer_d"])
-                scheduler_d.load_state_dict(ckpt["scheduler_d"])
-                _apply_lr_change(optimizer_d, scheduler_d, ckpt["config"]["stage2"]["lr_d"], cfg2.lr_d,
-                                 "discriminator")
-                if ckpt.get("scaler_d"):
-                    ctx.scaler_d.load_state_dict(ckpt["scaler_d"])
-            _set_rng_state(ckpt["rng"])
-        g_train = wrap(g_plain)
-        d_train = wrap(d_plain) if adversarial else None
-        for epoch in tqdm(range(done + 1, epochs2 + 1), desc="stage 2", disable=not is_main,
-                          initial=done, total=epochs2, dynamic_ncols=True):
-            sampler.set_epoch(epoch_key(2, epoch))
-            t0, lr_now = time.time(), optimizer_g.param_groups[0]["lr"]
-            metrics = train_stage2_epoch(g_train, d_train, loader, optimizer_g, optimizer_d, scheduler_g,
-                                         scheduler_d, content, ctx, cfg2, stage=2, epoch=epoch)
-            end_epoch(2, epoch, metrics, time.time() - t0, {
-                "lr": lr_now,
-                "states": {"discriminator_arch": _to_plain(config.model.discriminator) if adversarial else None,
-                           "discriminator": d_plain.state_dict() if adversarial else None,
-                           "optimizer_g": optimizer_g.state_dict(),
-                           "optimizer_d": optimizer_d.state_dict() if adversarial else None,
-                           "scheduler_g": scheduler_g.state_dict(),
-                           "scheduler_d": scheduler_d.state_dict() if adversarial else None,
-                           "scaler_g": ctx.scaler_g.state_dict() if use_scaler else None,
-                           "scaler_d": ctx.scaler_d.state_dict() if use_scaler else None}},
-                      [g_plain] + ([d_plain] if adversarial else []))
-        if is_main:
-            path = out / "generator_stage2.pth"
-            models.save_generator(path, g_plain, stage=2, epochs=epochs2, config=_to_plain(config))
-            result["generator"] = str(path)
-    elif is_main and result["generator"] is None and (out / "generator_stage1.pth").is_file():
-        result["generator"] = str(out / "generator_stage1.pth")
-    barrier()
-    return result
-
-
 # =====================================================================================
 # Command line
 # =====================================================================================
+
+USAGE = ("usage: python solver.py --preset PRESET [--profile quick|full] [--train-list LIST] [--val-list LIST] "
+         "[--out FOLDER] [--scale N] ...  (python solver.py --help: every option)\n"
+         "quick example (CPU, minutes): python create_data_lists.py --sample && "
+         "python solver.py --preset srgan-mse --profile quick\n"
+         f"presets: {', '.join(sorted(PRESETS))}; continue a run: python solver.py --out FOLDER --resume")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", default=None, help=f"one of {sorted(PRESETS)} (default srgan-vgg54)")
+    p.add_argument("--preset", default=None, help=f"one of {sorted(PRESETS)} (needed for a new run)")
     p.add_argument("--profile", default=None, help="full (the paper's schedule, default) or quick")
     p.add_argument("--out", default=None, help="run folder (default runs/<preset>-<profile>)")
     p.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pth; its saved "
                    "config is used, with the options given here on top")
+    p.add_argument("--overwrite", action="store_const", const=True, dest="overwrite",
+                   help="a new run may replace the results of another run in --out")
+    p.add_argument("--scale", type=int, dest="scale",
+                   help="upscaling factor (2, 3, 4, 8); the generator and the checks follow it "
+                        "(the data lists must be made for it: create_data_lists.py --scale N)")
     p.add_argument("--train-list", dest="data.train_list")
     p.add_argument("--val-list", dest="data.val_list", help="evaluation list ('none': no validation)")
     p.add_argument("--epochs", type=int, default=None,
@@ -1374,7 +1820,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--vgg-weights", dest="vgg.weights")
     p.add_argument("--seed", type=int)
     p.add_argument("--device")
-    p.add_argument("--amp", dest="speed.amp", choices=["auto", "bf16", "fp16", "off"])
+    p.add_argument("--amp", dest="speed.amp", choices=["auto", "bf16", "fp16", "off"],
+                   help="mixed precision (default auto: bf16 on CPUs with native bf16 and on CUDA)")
     p.add_argument("--compile", dest="speed.compile", choices=["auto", "on", "off"],
                    help="torch.compile the networks (default auto: on CUDA only)")
     p.add_argument("--threads", type=int, dest="speed.threads",
@@ -1391,16 +1838,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def config_from_args(args: argparse.Namespace) -> EasyDict:
+    """The run's configuration from parsed arguments (the saved one, with ``--resume``)."""
     overrides: dict[str, Any] = {}
     skip = {"preset", "profile", "resume", "epochs", "lr", "set"}
     for key, value in vars(args).items():
         if key not in skip and value is not None:
             overrides[key] = value
-    if overrides.get("data.val_list", "").lower() in ("none", ""):
-        if "data.val_list" in overrides:
-            overrides["data.val_list"] = None
+    if "data.val_list" in overrides and overrides["data.val_list"].lower() in ("none", ""):
+        overrides["data.val_list"] = None
     for item in args.set:
         key, _, text = item.partition("=")
         try:
@@ -1408,14 +1854,13 @@ def main(argv: list[str] | None = None) -> int:
         except json.JSONDecodeError:
             overrides[key] = text
 
-    out = args.out
-    ckpt = Path(out) / "checkpoint.pth" if out else None
+    ckpt = Path(args.out) / "checkpoint.pth" if args.out else None
     if args.resume and ckpt is not None and ckpt.is_file():
         config = config_from_checkpoint(ckpt, **overrides)
-        preset = config.preset
+    elif args.preset is None:
+        raise SolverError(f"no checkpoint at {ckpt} to resume from; start a new run with --preset")
     else:
-        preset = args.preset or "srgan-vgg54"
-        config = make_config(preset, args.profile or "full", **overrides)
+        config = make_config(args.preset, args.profile or "full", **overrides)
     if args.epochs is not None:
         config[("stage1" if config.stage2.epochs == 0 else "stage2")].epochs = args.epochs
     if args.lr is not None:
@@ -1423,15 +1868,32 @@ def main(argv: list[str] | None = None) -> int:
     if isinstance(config.speed.compile, str) and config.speed.compile in ("on", "off"):
         config.speed.compile = config.speed.compile == "on"
     config.resume = bool(args.resume)
+    return config
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python solver.py ...``: 0 when done, 2 for an error the user can fix (one line on
+    stderr, no traceback), 1 for a NaN/inf loss, 130 for Ctrl-C."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parse_args(argv)
+    if args.preset is None and not (args.resume and args.out):
+        print(USAGE, file=sys.stderr)
+        return 2
+    config = None
     try:
+        config = config_from_args(args)
         result = train(config)
     except KeyboardInterrupt:
-        print(f"\ninterrupted: the last complete epoch is in {Path(config.out) / 'checkpoint.pth'}; "
-              "continue with --resume", file=sys.stderr)
+        where = Path(config.out) / "checkpoint.pth" if config is not None else "the run folder"
+        print(f"\ninterrupted: the last complete epoch is in {where}; continue with --resume", file=sys.stderr)
         return 130
     except NonFiniteLossError as err:
         print(f"\nerror: {err}", file=sys.stderr)
         return 1
+    except (SolverError, OSError, ValueError, KeyError) as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"error: {' '.join(str(message).split())}", file=sys.stderr)
+        return 2
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"done: {result['out']} (generator: {result['generator']})")
     return 0

@@ -93,6 +93,12 @@ def _pil_to_array(im: Image.Image, keep_gray: bool) -> np.ndarray:
     return np.asarray(im.convert("RGB")).copy()  # CMYK, YCbCr, LAB, HSV, F, ...
 
 
+# The temporary file of atomic_write, next to its target: ".log.1a2b3c4d5e6f.tmp.csv" for log.csv.
+ATOMIC_TEMP_NAME = ".{stem}.{token}.tmp{suffix}"
+_ATOMIC_TEMP_RE = re.compile("^" + ATOMIC_TEMP_NAME.replace(".", r"\.").format(
+    stem=".+", token="[0-9a-f]{12}", suffix=r"(\.[^.]+)?") + "$")
+
+
 def atomic_write(path: PathLike, write: Callable[[str], None]) -> Path:
     """Call ``write(tmp_path)``, then move the finished file to ``path``; returns ``path``.
 
@@ -103,7 +109,7 @@ def atomic_write(path: PathLike, write: Callable[[str], None]) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = str(path.parent / f".{path.stem}.{uuid.uuid4().hex[:12]}.tmp{path.suffix}")
+    tmp = str(path.parent / ATOMIC_TEMP_NAME.format(stem=path.stem, token=uuid.uuid4().hex[:12], suffix=path.suffix))
     try:
         write(tmp)
         os.replace(tmp, path)
@@ -112,6 +118,29 @@ def atomic_write(path: PathLike, write: Callable[[str], None]) -> Path:
             os.remove(tmp)
         raise
     return path
+
+
+def remove_stale_temps(folder: PathLike) -> list[Path]:
+    """Delete the temporary files that killed :func:`atomic_write` calls left in ``folder``.
+
+    A process killed mid-write (SIGKILL, power loss) cannot remove its temporary file
+    (``ATOMIC_TEMP_NAME``, e.g. a checkpoint-sized ``.checkpoint.<token>.tmp.pth``). Looks in
+    ``folder`` and its direct subfolders (a run's ``samples/``, ``generators/``); other
+    files are left alone. Call it only on a folder no other process is writing into.
+
+    Returns:
+        the paths removed (empty when there were none or ``folder`` does not exist).
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for sub in [folder, *(p for p in folder.iterdir() if p.is_dir() and not p.is_symlink())]:
+        for path in sub.iterdir():
+            if path.is_file() and _ATOMIC_TEMP_RE.match(path.name):
+                path.unlink()
+                removed.append(path)
+    return removed
 
 
 def save_image(img: np.ndarray, path: PathLike) -> None:
