@@ -200,3 +200,19 @@ def test_train_notebook_runs_up_to_the_first_todo(edition):
     proc = _run(["-c", _RUN_CELLS, "train.ipynb"], cwd=edition, timeout=300)
     assert proc.returncode == 0 and "TODO at cell" in proc.stdout, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "SRResNet.__init__" in proc.stdout
+
+
+def test_with_models_done_the_edition_runs_the_basic_mode_and_stops_at_pretraining(edition, tmp_path):
+    """The case's provided training: basic mode runs on the students' networks; stage 1 is theirs."""
+    kit = tmp_path / "kit"
+    shutil.copytree(edition, kit)
+    shutil.copy(REPO / "models.py", kit / "models.py")
+    assert _run(["create_data_lists.py", "--sample"], cwd=kit).returncode == 0
+    small = ["--profile", "quick", "--patches-per-image", "4", "--val-max-images", "1", "--workers", "0"]
+    proc = _run(["solver.py", "--preset", "basic", "--stage2-epochs", "1", "--out", "runs/basic", *small], cwd=kit)
+    assert proc.returncode == 0, proc.stdout[-1500:] + proc.stderr[-1500:]
+    assert (kit / "runs" / "basic" / "generator_stage2.pth").is_file()
+    assert not (kit / "runs" / "basic" / "generator_stage1.pth").exists()
+    proc = _run(["solver.py", "--preset", "srgan-mse", "--stage1-epochs", "1", "--stage2-epochs", "1",
+                 "--out", "runs/two-stage", *small], cwd=kit)
+    assert proc.returncode != 0 and "solver.pretrain_step - " in proc.stdout + proc.stderr
