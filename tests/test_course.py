@@ -84,6 +84,24 @@ def test_a_region_becomes_a_not_implemented_error_with_its_task():
         namespace["f"](1)
 
 
+def test_notebook_cells_lose_their_regions_outputs_and_counts():
+    nb = {"cells": [
+        {"cell_type": "markdown", "metadata": {}, "source": ["### BEGIN SOLUTION is only text here"]},
+        {"cell_type": "code", "execution_count": 3, "metadata": {"execution": {"shell.execute_reply": "t"}},
+         "outputs": [{"output_type": "stream", "name": "stdout", "text": ["ok"]}],
+         "source": ["config = 1\n", "### BEGIN SOLUTION\n", "### TASK: pre-train G\n", "result = train(config)\n",
+                    "### END SOLUTION"]},
+    ], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    text, n = se.convert_notebook(json.dumps(nb), "train.ipynb")
+    cells = json.loads(text)["cells"]
+    assert n == 1 and cells[0] == nb["cells"][0]
+    assert cells[1]["source"] == 'config = 1\n# YOUR CODE HERE\nraise NotImplementedError("pre-train G")'
+    assert (cells[1]["outputs"], cells[1]["execution_count"], cells[1]["metadata"]) == ([], None, {})
+    nb["cells"][1]["source"] = ["### END SOLUTION\n"]
+    with pytest.raises(se.EditionError, match=r"^train\.ipynb cell 1:1: ### END SOLUTION without"):
+        se.convert_notebook(json.dumps(nb), "train.ipynb")
+
+
 @pytest.mark.parametrize("src, line, what", [
     ("a = 1\n### END SOLUTION\n", 2, "without a"),
     ("### BEGIN SOLUTION\nx = 1\n    ### BEGIN SOLUTION\n### END SOLUTION\n", 3, "cannot nest"),
