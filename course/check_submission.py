@@ -63,6 +63,8 @@ PACK_NAME = "submission.zip"
 
 @dataclass
 class Check:
+    """One line of the summary: the check's name, PASS (True) / FAIL (False) / SKIP (None), why."""
+
     name: str
     ok: bool | None  # None: skipped
     reason: str
@@ -97,6 +99,7 @@ def submission_files(root: Path) -> list[Path]:
 
 
 def check_files(root: Path) -> Check:
+    """Check 1: the code files, the three notebooks and ``REPORT.md`` exist under ``root``."""
     missing = [name for name in REQUIRED_FILES if not (root / name).is_file()]
     if missing:
         return Check("files", False, f"missing: {', '.join(missing)}")
@@ -116,6 +119,7 @@ def _code_cells(nb: dict) -> list[tuple[int, dict]]:
 
 
 def check_executed(root: Path) -> Check:
+    """Check 2: every non-empty code cell has an execution count; each notebook saved outputs."""
     problems = []
     for name in NOTEBOOKS:
         nb = _read_notebook(root / name)
@@ -135,6 +139,7 @@ def check_executed(root: Path) -> Check:
 
 
 def check_errors(root: Path) -> Check:
+    """Check 3: no cell output of type ``error`` (names the notebook, cell and exception)."""
     problems = []
     for name in NOTEBOOKS:
         nb = _read_notebook(root / name)
@@ -148,6 +153,7 @@ def check_errors(root: Path) -> Check:
 
 
 def check_no_models(root: Path, files: list[Path]) -> Check:
+    """Check 4: no model file (by suffix) and no file over ``MAX_FILE_MB`` among ``files``."""
     bad = []
     for rel in files:
         size_mb = (root / rel).stat().st_size / 2**20
@@ -161,6 +167,7 @@ def check_no_models(root: Path, files: list[Path]) -> Check:
 
 
 def check_set5_images(root: Path) -> Check:
+    """Check 5: ``results/sr_set5`` holds 5 Set5 PNGs of the HR sizes per method, bicubic and a generator."""
     from PIL import Image
 
     folder = root / SR_DIR
@@ -201,6 +208,7 @@ def check_set5_images(root: Path) -> Check:
 
 
 def check_report(root: Path) -> Check:
+    """Check 6: ``REPORT.md`` filled (``report.report_problems``) and the images it shows present."""
     path = root / "REPORT.md"
     if not path.is_file():
         return Check("report", False, "REPORT.md missing")
@@ -215,6 +223,7 @@ def check_report(root: Path) -> Check:
 
 
 def check_pytest(root: Path, timeout: int) -> Check:
+    """Check 7: ``pytest --nbval`` in ``root`` (the submission's tests and notebooks) passes."""
     cmd = [sys.executable, "-m", "pytest", "--nbval", "-q", "-p", "no:cacheprovider"]
     try:
         proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=timeout)
@@ -238,6 +247,7 @@ def run_checks(root: Path, run_tests: bool = True, timeout: int = 3600) -> list[
 
 
 def print_summary(title: str, checks: list[Check]) -> None:
+    """The summary screen: one line per check (PASS / FAIL / SKIP, name, reason), then the result."""
     width = max(len(c.name) for c in checks)
     print(title)
     for c in checks:
@@ -279,6 +289,7 @@ def pack(root: Path, output: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Command line (see the module docstring); returns the exit status."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument("path", nargs="?", type=Path, help="submission folder or .zip (default with --pack: this kit)")

@@ -265,6 +265,7 @@ def write_edition(files: dict[str, bytes], out_dir: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Command line (see the module docstring); returns the exit status (2: refused)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument("out_dir", type=Path, help="folder to create (must not exist, or be empty)")
