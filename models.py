@@ -74,7 +74,9 @@ class ResidualBlock(nn.Module):
     def __init__(self, channels: int = 64):
         super().__init__()
         ### BEGIN SOLUTION
-        ### TASK: ResidualBlock.__init__ - build self.body = nn.Sequential(conv3x3 C->C, BatchNorm2d, PReLU, conv3x3 C->C, BatchNorm2d), padding 1 (Ledig et al. 2017, Fig. 4: the residual blocks "k3n64s1", Sec. 2.2)
+        ### TASK: ResidualBlock.__init__ - build self.body = nn.Sequential(conv3x3 C->C, BatchNorm2d, PReLU,
+        ###   conv3x3 C->C, BatchNorm2d), padding 1 (Ledig et al. 2017, Fig. 4: the residual blocks "k3n64s1",
+        ###   Sec. 2.2)
         self.body = nn.Sequential(
             nn.Conv2d(channels, channels, 3, padding=1),
             nn.BatchNorm2d(channels),
@@ -86,7 +88,8 @@ class ResidualBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         ### BEGIN SOLUTION
-        ### TASK: ResidualBlock.forward - return x plus self.body(x), the identity skip connection (Ledig et al. 2017, Fig. 4)
+        ### TASK: ResidualBlock.forward - return x plus self.body(x), the identity skip connection (Ledig et al.
+        ###   2017, Fig. 4)
         return x + self.body(x)  # NxCxHxW
         ### END SOLUTION
 
@@ -103,7 +106,9 @@ class SubPixelBlock(nn.Module):
     def __init__(self, channels: int = 64, factor: int = 2):
         super().__init__()
         ### BEGIN SOLUTION
-        ### TASK: SubPixelBlock.__init__ - self.conv = conv3x3 C -> factor**2*C (padding 1), self.shuffle = nn.PixelShuffle(factor), self.act = nn.PReLU() (Ledig et al. 2017, Fig. 4: "k3n256s1", PixelShuffler x2, PReLU; the sub-pixel convolution of Shi et al. 2016)
+        ### TASK: SubPixelBlock.__init__ - self.conv = conv3x3 C -> factor**2*C (padding 1), self.shuffle =
+        ###   nn.PixelShuffle(factor), self.act = nn.PReLU() (Ledig et al. 2017, Fig. 4: "k3n256s1",
+        ###   PixelShuffler x2, PReLU; the sub-pixel convolution of Shi et al. 2016)
         self.conv = nn.Conv2d(channels, channels * factor**2, 3, padding=1)
         self.shuffle = nn.PixelShuffle(factor)
         self.act = nn.PReLU()
@@ -111,7 +116,8 @@ class SubPixelBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         ### BEGIN SOLUTION
-        ### TASK: SubPixelBlock.forward - conv, then pixel shuffle, then PReLU: NxCxHxW -> NxCx(factor*H)x(factor*W) (Ledig et al. 2017, Fig. 4)
+        ### TASK: SubPixelBlock.forward - conv, then pixel shuffle, then PReLU: NxCxHxW ->
+        ###   NxCx(factor*H)x(factor*W) (Ledig et al. 2017, Fig. 4)
         feat = self.conv(x)  # Nx(factor^2*C)xHxW
         feat = self.shuffle(feat)  # NxCx(factor*H)x(factor*W)
         return self.act(feat)  # NxCx(factor*H)x(factor*W)
@@ -152,7 +158,10 @@ class SRResNet(nn.Module):
         self.arch_kwargs = {"scale": self.scale, "n_blocks": int(n_blocks), "channels": int(channels)}
 
         ### BEGIN SOLUTION
-        ### TASK: SRResNet.__init__ - build self.head (9x9 conv 3->C + PReLU), self.res_blocks (n_blocks ResidualBlock), self.body_tail (3x3 conv + BatchNorm2d), self.upsample (a SubPixelBlock per factor of _upsampling_factors(self.scale)), self.tail (9x9 conv C->3), with the names and layout of the class docstring (Ledig et al. 2017, Fig. 4, generator network)
+        ### TASK: SRResNet.__init__ - build self.head (9x9 conv 3->C + PReLU), self.res_blocks (n_blocks
+        ###   ResidualBlock), self.body_tail (3x3 conv + BatchNorm2d), self.upsample (a SubPixelBlock per
+        ###   factor of _upsampling_factors(self.scale)), self.tail (9x9 conv C->3), with the names and layout
+        ###   of the class docstring (Ledig et al. 2017, Fig. 4, generator network)
         self.head = nn.Sequential(nn.Conv2d(3, channels, 9, padding=4), nn.PReLU())
         self.res_blocks = nn.Sequential(*[ResidualBlock(channels) for _ in range(n_blocks)])
         self.body_tail = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), nn.BatchNorm2d(channels))
@@ -162,7 +171,8 @@ class SRResNet(nn.Module):
 
     def forward(self, lr: torch.Tensor) -> torch.Tensor:
         ### BEGIN SOLUTION
-        ### TASK: SRResNet.forward - head, residual blocks, body_tail plus the long skip from the head's output, upsample, tail; linear output, no tanh (Ledig et al. 2017, Fig. 4)
+        ### TASK: SRResNet.forward - head, residual blocks, body_tail plus the long skip from the head's output,
+        ###   upsample, tail; linear output, no tanh (Ledig et al. 2017, Fig. 4)
         feat = self.head(lr)  # NxCxhxw
         feat = feat + self.body_tail(self.res_blocks(feat))  # NxCxhxw, long skip connection
         feat = self.upsample(feat)  # NxCx(scale*h)x(scale*w)
@@ -247,7 +257,10 @@ class Discriminator(nn.Module):
     def __init__(self, channels: int = 64, fc_size: int = 1024):
         super().__init__()
         ### BEGIN SOLUTION
-        ### TASK: Discriminator.__init__ - self.features (eight 3x3 convs C, C, 2C, 2C, 4C, 4C, 8C, 8C, stride 2 on every second one, BatchNorm2d after all but the first, LeakyReLU(0.2)), self.pool = nn.AdaptiveAvgPool2d(6), self.classifier (Linear 8C*6*6 -> fc_size, LeakyReLU(0.2), Linear fc_size -> 1) (Ledig et al. 2017, Fig. 4, discriminator network, and Sec. 2.2)
+        ### TASK: Discriminator.__init__ - self.features (eight 3x3 convs C, C, 2C, 2C, 4C, 4C, 8C, 8C, stride 2
+        ###   on every second one, BatchNorm2d after all but the first, LeakyReLU(0.2)), self.pool =
+        ###   nn.AdaptiveAvgPool2d(6), self.classifier (Linear 8C*6*6 -> fc_size, LeakyReLU(0.2), Linear
+        ###   fc_size -> 1) (Ledig et al. 2017, Fig. 4, discriminator network, and Sec. 2.2)
         layers: list[nn.Module] = []
         in_ch = 3
         for i in range(8):
@@ -269,7 +282,8 @@ class Discriminator(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         ### BEGIN SOLUTION
-        ### TASK: Discriminator.forward - features, pool, flatten, classifier: one raw logit per image, shape (N,), no sigmoid (Ledig et al. 2017, Fig. 4)
+        ### TASK: Discriminator.forward - features, pool, flatten, classifier: one raw logit per image, shape
+        ###   (N,), no sigmoid (Ledig et al. 2017, Fig. 4)
         feat = self.features(x)  # Nx8Cx(H/16)x(W/16)
         feat = self.pool(feat)  # Nx8Cx6x6
         logits = self.classifier(feat.flatten(1))  # Nx1

@@ -644,7 +644,9 @@ def pretrain_step(generator: nn.Module, lr: torch.Tensor, hr: torch.Tensor, opti
         ``{"loss_pixel": loss}``: the loss before the update, a detached 0-dim tensor.
     """
     ### BEGIN SOLUTION
-    ### TASK: solver.pretrain_step - sr = generator(lr), pixel_loss(sr, hr, pixel), zero_grad, backward, optimizer step (through scaler when given); return {"loss_pixel": loss.detach()} (Ledig et al. 2017, Sec. 3.2: the SRResNet, G trained alone with the pixel MSE, which initialises the SRGAN)
+    ### TASK: solver.pretrain_step - sr = generator(lr), pixel_loss(sr, hr, pixel), zero_grad, backward, optimizer
+    ###   step (through scaler when given); return {"loss_pixel": loss.detach()} (Ledig et al. 2017, Sec. 3.2:
+    ###   the SRResNet, G trained alone with the pixel MSE, which initialises the SRGAN)
     sr = generator(lr)                                 # Nx3x(s*h)x(s*w)
     loss = pixel_loss(sr.float(), hr, pixel)           # in fp32, whatever autocast computed sr in
     optimizer.zero_grad(set_to_none=True)
