@@ -30,7 +30,7 @@ What the edition holds (the same flat layout as the reference):
 * from ``course/`` only what students use: ``check_submission.py``, ``report.py``,
   ``report_template.md``;
 * ``README.md`` for students (from ``course/student_README.md``); the reference README
-  becomes ``README_kit.md``; ``REPORT.md``, the report to fill in (from
+  becomes ``README_kit.md`` (without its section for teachers); ``REPORT.md``, the report to fill in (from
   ``course/report_template.md``);
 * ``.gitignore`` without each comment line starting ``# reference only`` and the pattern after it.
 
@@ -65,6 +65,7 @@ COURSE_FILES = {"course/check_submission.py", "course/report.py", "course/report
 TEST_FILES = {"tests/conftest.py"}
 TEST_DIRS = ("tests/tasks/",)
 GITIGNORE_DROP = "# reference only"
+TEACHER_SECTION = "## Course edition (for teachers)"  # of README.md, left out of README_kit.md
 
 
 class EditionError(ValueError):
@@ -167,6 +168,19 @@ def convert_notebook(text: str, where: str) -> tuple[str, int]:
     return json.dumps(nb, indent=1, ensure_ascii=False) + "\n", count
 
 
+def drop_section(markdown: str, heading: str) -> str:
+    """``markdown`` without the section that starts with the line ``heading`` (up to the next ``## ``)."""
+    out, skipping = [], False
+    for line in markdown.splitlines(keepends=True):
+        if line.rstrip() == heading:
+            skipping = True
+        elif skipping and line.startswith("## "):
+            skipping = False
+        if not skipping:
+            out.append(line)
+    return "".join(out)
+
+
 def drop_reference_lines(gitignore: str) -> str:
     """``.gitignore`` without each comment line starting ``# reference only`` and the line after it."""
     lines = gitignore.splitlines(keepends=True)
@@ -236,6 +250,7 @@ def build_edition(repo: Path, with_weights: bool = False) -> tuple[dict[str, byt
             data = drop_reference_lines(data.decode("utf-8")).encode("utf-8")
         if name == "README.md":
             name = "README_kit.md"
+            data = drop_section(data.decode("utf-8"), TEACHER_SECTION).encode("utf-8")
         files[name] = data
     for source, target in (("course/student_README.md", "README.md"), ("course/report_template.md", "REPORT.md")):
         path = repo / source

@@ -166,6 +166,8 @@ def test_the_edition_has_no_outputs_no_weights_and_the_student_files(edition):
     assert (edition / "README.md").read_text() == (REPO / "course" / "student_README.md").read_text()
     assert (edition / "REPORT.md").read_text() == (REPO / "course" / "report_template.md").read_text()
     assert "/REPORT.md" not in (edition / ".gitignore").read_text().splitlines()
+    kit_readme = (edition / "README_kit.md").read_text()
+    assert se.TEACHER_SECTION not in kit_readme and "## Layout" in kit_readme and "## For this team" in kit_readme
 
 
 def test_with_weights_adds_the_shipped_generators_only():
