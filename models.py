@@ -64,11 +64,19 @@ def _upsampling_factors(scale: int) -> list[int]:
 class ResidualBlock(nn.Module):
     """SRResNet residual block: conv3x3-BN-PReLU-conv3x3-BN, plus the identity skip.
 
+    Layers: ``self.body = nn.Sequential(conv3x3 C->C, BatchNorm2d(C), PReLU(), conv3x3 C->C,
+    BatchNorm2d(C))``, every conv with ``padding=1`` (the size is kept) and a bias; one
+    shared PReLU slope (``nn.PReLU()``).
+
     Input and output: ``Nx{channels}xHxW`` feature maps.
     """
 
     def __init__(self, channels: int = 64):
         super().__init__()
+        ### BEGIN SOLUTION
+        ### TASK: ResidualBlock.__init__ - build self.body = nn.Sequential(conv3x3 C->C, BatchNorm2d, PReLU,
+        ###   conv3x3 C->C, BatchNorm2d), padding 1 (Ledig et al. 2017, Fig. 4: the residual blocks "k3n64s1",
+        ###   Sec. 2.2)
         self.body = nn.Sequential(
             nn.Conv2d(channels, channels, 3, padding=1),
             nn.BatchNorm2d(channels),
@@ -76,33 +84,60 @@ class ResidualBlock(nn.Module):
             nn.Conv2d(channels, channels, 3, padding=1),
             nn.BatchNorm2d(channels),
         )
+        ### END SOLUTION
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.body(x)
+        ### BEGIN SOLUTION
+        ### TASK: ResidualBlock.forward - return x plus self.body(x), the identity skip connection (Ledig et al.
+        ###   2017, Fig. 4)
+        return x + self.body(x)  # NxCxHxW
+        ### END SOLUTION
 
 
 class SubPixelBlock(nn.Module):
     """Sub-pixel convolution upsampling by ``factor``: conv C -> factor^2*C, PixelShuffle, PReLU.
+
+    Layers: ``self.conv`` (3x3, ``padding=1``, C -> ``factor**2 * C``), ``self.shuffle``
+    (``nn.PixelShuffle(factor)``), ``self.act`` (``nn.PReLU()``, one shared slope).
 
     Input ``NxCxHxW`` -> output ``NxCx(factor*H)x(factor*W)``.
     """
 
     def __init__(self, channels: int = 64, factor: int = 2):
         super().__init__()
+        ### BEGIN SOLUTION
+        ### TASK: SubPixelBlock.__init__ - self.conv = conv3x3 C -> factor**2*C (padding 1), self.shuffle =
+        ###   nn.PixelShuffle(factor), self.act = nn.PReLU() (Ledig et al. 2017, Fig. 4: "k3n256s1",
+        ###   PixelShuffler x2, PReLU; the sub-pixel convolution of Shi et al. 2016)
         self.conv = nn.Conv2d(channels, channels * factor**2, 3, padding=1)
         self.shuffle = nn.PixelShuffle(factor)
         self.act = nn.PReLU()
+        ### END SOLUTION
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.shuffle(self.conv(x)))
+        ### BEGIN SOLUTION
+        ### TASK: SubPixelBlock.forward - conv, then pixel shuffle, then PReLU: NxCxHxW ->
+        ###   NxCx(factor*H)x(factor*W) (Ledig et al. 2017, Fig. 4)
+        feat = self.conv(x)  # Nx(factor^2*C)xHxW
+        feat = self.shuffle(feat)  # NxCx(factor*H)x(factor*W)
+        return self.act(feat)  # NxCx(factor*H)x(factor*W)
+        ### END SOLUTION
 
 
 class SRResNet(nn.Module):
     """SRResNet, the generator network of the SRGAN paper (Ledig et al., 2017, Fig. 4).
 
-    Layout: 9x9 conv (3 -> C) + PReLU ("head"); ``n_blocks`` residual blocks; 3x3 conv + BN
-    followed by a long skip from the head output; ``log2(scale)`` sub-pixel blocks (one x3
-    block for scale 3); 9x9 conv (C -> 3). The x4 default has 1,549,462 parameters.
+    Layout, with the attribute names that the checkpoints (``state_dict`` keys) use:
+
+    * ``self.head``: ``nn.Sequential(9x9 conv 3 -> C (padding 4), PReLU())``;
+    * ``self.res_blocks``: ``nn.Sequential`` of ``n_blocks`` ``ResidualBlock(C)``;
+    * ``self.body_tail``: ``nn.Sequential(3x3 conv C -> C, BatchNorm2d(C))``, whose output
+      is added to the head's output (the long skip connection);
+    * ``self.upsample``: ``nn.Sequential`` of one ``SubPixelBlock(C, f)`` per factor ``f`` of
+      ``_upsampling_factors(scale)`` (two x2 blocks for x4, one x3 block for x3);
+    * ``self.tail``: 9x9 conv C -> 3 (padding 4).
+
+    The x4 default has 1,549,462 parameters.
 
     Args:
         scale: upscaling factor, one of 2, 3, 4, 8.
@@ -122,16 +157,27 @@ class SRResNet(nn.Module):
         # Constructor arguments, stored in checkpoints so load_generator can rebuild the net.
         self.arch_kwargs = {"scale": self.scale, "n_blocks": int(n_blocks), "channels": int(channels)}
 
+        ### BEGIN SOLUTION
+        ### TASK: SRResNet.__init__ - build self.head (9x9 conv 3->C + PReLU), self.res_blocks (n_blocks
+        ###   ResidualBlock), self.body_tail (3x3 conv + BatchNorm2d), self.upsample (a SubPixelBlock per
+        ###   factor of _upsampling_factors(self.scale)), self.tail (9x9 conv C->3), with the names and layout
+        ###   of the class docstring (Ledig et al. 2017, Fig. 4, generator network)
         self.head = nn.Sequential(nn.Conv2d(3, channels, 9, padding=4), nn.PReLU())
         self.res_blocks = nn.Sequential(*[ResidualBlock(channels) for _ in range(n_blocks)])
         self.body_tail = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), nn.BatchNorm2d(channels))
         self.upsample = nn.Sequential(*[SubPixelBlock(channels, f) for f in _upsampling_factors(self.scale)])
         self.tail = nn.Conv2d(channels, 3, 9, padding=4)
+        ### END SOLUTION
 
     def forward(self, lr: torch.Tensor) -> torch.Tensor:
-        feat = self.head(lr)
-        feat = feat + self.body_tail(self.res_blocks(feat))  # long skip connection
-        return self.tail(self.upsample(feat))
+        ### BEGIN SOLUTION
+        ### TASK: SRResNet.forward - head, residual blocks, body_tail plus the long skip from the head's output,
+        ###   upsample, tail; linear output, no tanh (Ledig et al. 2017, Fig. 4)
+        feat = self.head(lr)  # NxCxhxw
+        feat = feat + self.body_tail(self.res_blocks(feat))  # NxCxhxw, long skip connection
+        feat = self.upsample(feat)  # NxCx(scale*h)x(scale*w)
+        return self.tail(feat)  # Nx3x(scale*h)x(scale*w)
+        ### END SOLUTION
 
 
 class Generator(SRResNet):
@@ -195,11 +241,16 @@ def _srresnet_kwargs_from_state(state: dict) -> dict:
 class Discriminator(nn.Module):
     """The SRGAN discriminator (Ledig et al., 2017, Fig. 4).
 
-    Eight 3x3 convs with ``C, C, 2C, 2C, 4C, 4C, 8C, 8C`` channels (64..512 by default),
-    stride 2 on every second one, BN on all but the first, LeakyReLU(0.2); then
-    ``AdaptiveAvgPool2d(6)`` (96x96 patches give 6x6 maps, so pooling keeps the paper's
-    layout there and lets any patch size >= 16 work), dense ``fc_size``, LeakyReLU(0.2),
-    dense 1.
+    Layout, with the attribute names that the checkpoints use:
+
+    * ``self.features``: ``nn.Sequential`` of eight 3x3 convs (``padding=1``) with
+      ``C, C, 2C, 2C, 4C, 4C, 8C, 8C`` output channels (64..512 by default), stride 2 on the
+      2nd, 4th, 6th and 8th, each followed by ``BatchNorm2d`` (all but the first conv) and
+      ``LeakyReLU(0.2)``;
+    * ``self.pool``: ``nn.AdaptiveAvgPool2d(6)`` (96x96 patches give 6x6 maps, so pooling
+      keeps the paper's layout there and lets any patch size >= 16 work);
+    * ``self.classifier``: ``nn.Sequential(Linear(8C*6*6 -> fc_size), LeakyReLU(0.2),
+      Linear(fc_size -> 1))``.
 
     Forward:
         x: ``float32`` ``Nx3xHxW`` HR or SR patches in ``[0, 1]``.
@@ -208,6 +259,11 @@ class Discriminator(nn.Module):
 
     def __init__(self, channels: int = 64, fc_size: int = 1024):
         super().__init__()
+        ### BEGIN SOLUTION
+        ### TASK: Discriminator.__init__ - self.features (eight 3x3 convs C, C, 2C, 2C, 4C, 4C, 8C, 8C, stride 2
+        ###   on every second one, BatchNorm2d after all but the first, LeakyReLU(0.2)), self.pool =
+        ###   nn.AdaptiveAvgPool2d(6), self.classifier (Linear 8C*6*6 -> fc_size, LeakyReLU(0.2), Linear
+        ###   fc_size -> 1) (Ledig et al. 2017, Fig. 4, discriminator network, and Sec. 2.2)
         layers: list[nn.Module] = []
         in_ch = 3
         for i in range(8):
@@ -225,10 +281,17 @@ class Discriminator(nn.Module):
             nn.LeakyReLU(0.2, inplace=True),
             nn.Linear(fc_size, 1),
         )
+        ### END SOLUTION
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        feat = self.pool(self.features(x))
-        return self.classifier(feat.flatten(1)).squeeze(1)
+        ### BEGIN SOLUTION
+        ### TASK: Discriminator.forward - features, pool, flatten, classifier: one raw logit per image, shape
+        ###   (N,), no sigmoid (Ledig et al. 2017, Fig. 4)
+        feat = self.features(x)  # Nx8Cx(H/16)x(W/16)
+        feat = self.pool(feat)  # Nx8Cx6x6
+        logits = self.classifier(feat.flatten(1))  # Nx1
+        return logits.squeeze(1)  # N
+        ### END SOLUTION
 
 
 # --------------------------------------------------------------------------------------

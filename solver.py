@@ -389,6 +389,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     # [0, 1]; content_weight 4 keeps the paper's balance against the 1e-3 adversarial term
     # (with weight 1 the GAN term is 4x too strong: Set5 PSNR fell below bicubic in one epoch).
     "srgan-mse": {"stage2": {"content_loss": "mse", "content_weight": 4.0}},
+    # The course case's basic mode: no pre-training; G and D start from random weights and are
+    # updated alternately from the first step, with SRGAN-MSE's losses and weights. The case
+    # expects a poor model from it: the baseline that a student's training scheme must beat.
+    "basic": {"stage1": {"epochs": 0, "iterations": 0},
+              "stage2": {"content_loss": "mse", "content_weight": 4.0}},
     "srgan-vgg22": {"stage2": {"content_loss": "vgg22"}},
     "srgan-vgg54": {"stage2": {"content_loss": "vgg54"}},
     # ESRGAN (Wang et al. 2018): RRDBNet, L1 pre-training (lr 2e-4 halved every 2e5 its),
@@ -465,7 +470,7 @@ def make_config(preset: str = "srgan-vgg54", profile: str = "full", **overrides:
     """Build the training configuration.
 
     Args:
-        preset: one of ``PRESETS`` (``mse, vgg22, vgg54, srgan-mse, srgan-vgg22,
+        preset: one of ``PRESETS`` (``mse, vgg22, vgg54, srgan-mse, basic, srgan-vgg22,
             srgan-vgg54, esrgan``).
         profile: ``"full"`` (the paper's schedule) or ``"quick"`` (CPU, minutes).
         **overrides: values replacing the defaults, either nested dicts
@@ -482,8 +487,9 @@ def make_config(preset: str = "srgan-vgg54", profile: str = "full", **overrides:
     config = copy.deepcopy(BASE_CONFIG)
     _deep_update(config, PRESETS[preset])
     _deep_update(config, PROFILES[profile])
-    if PRESETS[preset].get("stage2", {}).get("epochs") == 0:
-        config["stage2"]["epochs"] = 0  # single-stage preset, whatever the profile's schedule
+    for stage in ("stage1", "stage2"):
+        if PRESETS[preset].get(stage, {}).get("epochs") == 0:
+            config[stage]["epochs"] = 0  # single-stage preset, whatever the profile's schedule
     if profile == "quick":
         for part in ("generator", "discriminator"):
             arch = config["model"][part]
@@ -638,6 +644,9 @@ def pretrain_step(generator: nn.Module, lr: torch.Tensor, hr: torch.Tensor, opti
         ``{"loss_pixel": loss}``: the loss before the update, a detached 0-dim tensor.
     """
     ### BEGIN SOLUTION
+    ### TASK: solver.pretrain_step - sr = generator(lr), pixel_loss(sr, hr, pixel), zero_grad, backward, optimizer
+    ###   step (through scaler when given); return {"loss_pixel": loss.detach()} (Ledig et al. 2017, Sec. 3.2:
+    ###   the SRResNet, G trained alone with the pixel MSE, which initialises the SRGAN)
     sr = generator(lr)                                 # Nx3x(s*h)x(s*w)
     loss = pixel_loss(sr.float(), hr, pixel)           # in fp32, whatever autocast computed sr in
     optimizer.zero_grad(set_to_none=True)
