@@ -389,8 +389,9 @@ PRECISIONS = ("fp32", "bf16")  # super_resolve's precision options (bf16: never 
 def cpu_has_native_bf16() -> bool:
     """True when this CPU computes bf16 natively (AVX512-BF16 or AMX), where bf16 is fast.
 
-    Elsewhere (e.g. AVX2-only CPUs) PyTorch emulates bf16 convolutions, several times
-    slower than fp32. Uses ``torch.cpu``'s capability checks (False when absent).
+    Elsewhere (e.g. AVX2-only CPUs) PyTorch emulates bf16 convolutions, many times
+    slower than fp32 and with much larger buffers. Uses ``torch.cpu``'s capability checks
+    (False when this torch has none).
     """
     checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
     return any(bool(check()) for check in checks if check is not None)
@@ -413,13 +414,14 @@ def super_resolve(
 
     Precision: ``"fp32"`` (the default) computes in true fp32 (TF32 off on GPUs, and
     autocast switched off even when the caller is inside an autocast block).
-    ``"bf16"`` runs the network under ``torch.autocast(dtype=torch.bfloat16)`` on the CPU
-    or CUDA: convolutions in bfloat16 (8-bit mantissa), a faster option for users' own
-    images on GPUs and on CPUs with native bf16 (AVX512-BF16 / AMX; on other CPUs it is
-    emulated and slower, see ``benchmarks/bench_inference.py``). Its output differs from
-    fp32 by about a level on some pixels, so it is **never used for scoring**:
-    :func:`evaluate`, validation and every reported PSNR/SSIM/NIQE call this function
-    with the fp32 default.
+    ``"bf16"`` runs the network under ``torch.autocast(dtype=torch.bfloat16)`` on CUDA or
+    on a CPU with native bf16 (AVX512-BF16 or AMX, see :func:`cpu_has_native_bf16`):
+    convolutions in bfloat16 (8-bit mantissa), a faster option for users' own images.
+    Other CPUs are refused with a ``ValueError``: PyTorch emulates bf16 there, and an
+    SRResNet x4 on a 200x200 image took 13x the fp32 time and 10x its memory (6.8 GB) on
+    an AVX2 CPU (``benchmarks/bench_inference.py``). The bf16 output differs from fp32 by
+    about a level on some pixels, so it is **never used for scoring**: :func:`evaluate`,
+    validation and every reported PSNR/SSIM/NIQE call this function with the fp32 default.
 
     Tiling: with ``tile`` the LR image is cut into ``tile x tile`` cores (the last row
     and column of cores may be smaller); each core is run with ``tile_overlap`` extra
@@ -451,7 +453,8 @@ def super_resolve(
 
     Raises:
         ValueError: ``lr`` not ``uint8``, not ``HxW``/``HxWx3`` or empty; bad ``tile``,
-            ``tile_overlap`` or ``precision`` (or bf16 on a device other than CPU/CUDA);
+            ``tile_overlap`` or ``precision`` (or bf16 on a device other than CUDA or a
+            CPU with native bf16);
             model without ``scale`` or whose output size does not match ``scale``.
     """
     from tqdm.auto import tqdm
@@ -484,11 +487,11 @@ def super_resolve(
     else:
         autocast = contextlib.nullcontext()
     if precision == "bf16" and device.type == "cpu" and not cpu_has_native_bf16():
-        warnings.warn("super_resolve: this CPU has no native bf16 (AVX512-BF16 or AMX), so precision='bf16' "
-                      "is emulated and several times slower than fp32 here; use precision='fp32'",
-                      stacklevel=2)
+        raise ValueError("super_resolve: this CPU has no native bf16 (AVX512-BF16 or AMX), so precision='bf16' "
+                         "would be emulated, many times slower than fp32 and using ~10x the memory; "
+                         "use precision='fp32' (or bf16 on a GPU)")
     # bf16 input in channels_last (NHWC): the layout of oneDNN's and cuDNN's fast bf16
-    # convolutions (on an AVX2 CPU, NCHW bf16 was another 5-8x slower still).
+    # convolutions (on an AVX2 CPU, emulated NCHW bf16 was another 10x slower still).
     layout = torch.channels_last if precision == "bf16" else torch.contiguous_format
 
     def run(patch: np.ndarray) -> np.ndarray:

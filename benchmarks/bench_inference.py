@@ -12,8 +12,10 @@ bf16 / fp32 of the two times (< 1: bf16 is faster):
 * on CUDA, when available: the same two cases on the GPU, plus fp16 (a ``.half()`` model).
 
 bf16 is fast where the hardware computes it natively: GPUs, and CPUs with AVX512-BF16 or
-AMX (the header says whether this CPU has it); elsewhere PyTorch emulates it and it is
-slower than fp32. Scores (``utils.evaluate``) are always computed in fp32.
+AMX (the header says whether this CPU has it). Elsewhere PyTorch emulates it, slower than
+fp32 and with ~10x the memory, and ``super_resolve`` refuses it; the CPU bf16 cases are
+then skipped unless ``--emulated-bf16`` (which lets them run to show what the refusal
+avoids: several GB per 200x200 image). Scores (``utils.evaluate``) are always fp32.
 
 Each case runs in its own subprocess so that its peak RSS (``resource.getrusage``,
 ``ru_maxrss``) is its own. Prints figures; asserts nothing. Run it when the machine is
@@ -22,6 +24,7 @@ otherwise idle, or compare only ratios taken in the same run.
     python benchmarks/bench_inference.py                      # all cases
     python benchmarks/bench_inference.py --skip-large         # only the 200x200 cases
     python benchmarks/bench_inference.py --large 400 --threads 1
+    python benchmarks/bench_inference.py --skip-large --emulated-bf16   # bf16 on an AVX2 CPU
 """
 from __future__ import annotations
 
@@ -31,20 +34,23 @@ import resource
 import subprocess
 import sys
 import time
-import warnings
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
-def run_case(case: str, tile: int, repeats: int) -> None:
+def run_case(case: str, tile: int, repeats: int, emulated_bf16: bool = False) -> None:
     """Run one case (``device-precision-size[-tiled]``) and print its line and a JSON line."""
     import numpy as np
     import torch
 
+    import utils
     from models import SRResNet
     from utils import super_resolve
+
+    if emulated_bf16:  # measure what super_resolve refuses on CPUs without native bf16
+        utils.cpu_has_native_bf16 = lambda: True
 
     device, precision, size, *rest = case.split("-")
     tiled = bool(rest)
@@ -56,7 +62,6 @@ def run_case(case: str, tile: int, repeats: int) -> None:
     kwargs = {"tile": tile} if tiled else {}
     kwargs["precision"] = "bf16" if precision == "bf16" else "fp32"
 
-    warnings.simplefilter("ignore", UserWarning)  # the header already says whether bf16 is native
     if not tiled or device == "cuda":  # warm-up (cuDNN autotune, allocator); the big CPU case is run once
         super_resolve(model, lr[:64, :64] if tiled else lr, **kwargs)
     times = []
@@ -87,6 +92,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per untiled case (best is shown)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--skip-large", action="store_true", help="skip the tiled cases")
+    parser.add_argument("--emulated-bf16", action="store_true",
+                        help="run the CPU bf16 cases on a CPU without native bf16 too (slow, GBs of memory)")
     args = parser.parse_args()
 
     import torch
@@ -96,7 +103,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.case:
-        run_case(args.case, args.tile, args.repeats)
+        run_case(args.case, args.tile, args.repeats, args.emulated_bf16)
         return
 
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -110,10 +117,16 @@ def main() -> None:
             seconds = {}
             for precision in ["fp32", "bf16"] + (["fp16"] if device == "cuda" else []):
                 case = f"{device}-{precision}-{size}"
+                if case.startswith("cpu-bf16") and not (cpu_has_native_bf16() or args.emulated_bf16):
+                    print(f"{case:22s} skipped: no native bf16 on this CPU (super_resolve refuses it; "
+                          "--emulated-bf16 runs it anyway)", flush=True)
+                    continue
                 cmd = [sys.executable, __file__, "--case", case, "--tile", str(args.tile),
                        "--repeats", str(args.repeats)]
                 if args.threads:
                     cmd += ["--threads", str(args.threads)]
+                if args.emulated_bf16:
+                    cmd += ["--emulated-bf16"]
                 out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
                 for line in out.splitlines():
                     if line.startswith("{"):
@@ -121,7 +134,8 @@ def main() -> None:
                     else:
                         print(line, flush=True)
             ratios = ", ".join(f"{p}/fp32 = {seconds[p] / seconds['fp32']:.2f}" for p in seconds if p != "fp32")
-            print(f"{'':22s} {device} {size}: {ratios}", flush=True)
+            if ratios:
+                print(f"{'':22s} {device} {size}: {ratios}", flush=True)
 
 
 if __name__ == "__main__":
