@@ -164,7 +164,8 @@ class VGGContentLoss(nn.Module):
     ``features[:31]`` on the un-normalised image (``models.TruncatedVGG16``; use it with
     ``feature_scale=1`` as the lab; ``before_activation`` does not apply).
 
-    Inputs ``sr``, ``hr``: ``Nx3xHxW`` float in [0, 1] (the VGG normalises them inside).
+    Inputs ``sr``, ``hr``: ``Nx3xHxW`` float in [0, 1] (the VGG19 applies the ImageNet
+    normalisation inside; the lab's VGG16 takes them as they are).
     Output: scalar tensor. The VGG is frozen; gradients flow to ``sr`` only.
     """
 
