@@ -12,7 +12,8 @@ What is in this file, in order:
 * ``interpolate_networks`` - ESRGAN network interpolation between a PSNR-oriented and a
   GAN-trained generator.
 * ``TruncatedVGG19`` - frozen ImageNet VGG19 feature extractor phi_{i,j} for the
-  perceptual (content) loss.
+  perceptual (content) loss; ``TruncatedVGG16`` - the SRGAN lab's VGG16 ``features[:31]``;
+  both are a ``TruncatedVGG``.
 * Generator checkpoints: ``GENERATORS``, ``build_generator``, ``generator_arch``,
   ``save_generator``, ``load_generator``, ``load_generator_checked`` (with the checks and
   messages the notebooks need), ``clean_state_dict``, ``load_checkpoint``.
@@ -472,20 +473,40 @@ def interpolate_networks(psnr_state: dict, gan_state: dict, alpha: float) -> dic
 
 
 # --------------------------------------------------------------------------------------
-# Perceptual loss network: truncated VGG19
+# Perceptual loss networks: truncated VGG19 (SRGAN, ESRGAN) and VGG16 (the SRGAN lab)
 # --------------------------------------------------------------------------------------
 VGG19_URL = "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth"  # tests point it elsewhere
 VGG19_OFFICIAL_URL = "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth"
 VGG19_FILENAME = "vgg19-dcbb9e9d.pth"
+VGG16_URL = "https://download.pytorch.org/models/vgg16-397923af.pth"  # tests point it elsewhere
+VGG16_OFFICIAL_URL = "https://download.pytorch.org/models/vgg16-397923af.pth"
+VGG16_FILENAME = "vgg16-397923af.pth"
 # Safe unpickling of the downloaded file where this torch version supports the argument.
 _WEIGHTS_ONLY = ({"weights_only": True}
                  if "weights_only" in inspect.signature(torch.hub.load_state_dict_from_url).parameters else {})
-# torchvision's vgg19().features: numbers are 3x3 conv output channels (each followed by a
-# ReLU), "M" is a 2x2 max-pool. Layer indices therefore follow torchvision exactly.
-_VGG19_CFG = [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M",
-              512, 512, 512, 512, "M"]
+# torchvision's vgg19().features / vgg16().features: numbers are 3x3 conv output channels
+# (each followed by a ReLU), "M" is a 2x2 max-pool. Layer indices follow torchvision exactly.
+_VGG_CFGS = {
+    "vgg19": [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M",
+              512, 512, 512, 512, "M"],
+    "vgg16": [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"],
+}
+_VGG19_CFG = _VGG_CFGS["vgg19"]
+VGG16_N_LAYERS = 31  # len(vgg16().features): 13 conv + 13 ReLU + 5 max-pool; the lab's features[:31]
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def _vgg_source(arch: str) -> tuple[str, str, str]:
+    """``(url, official url, file name)`` of torchvision's ImageNet weights of ``arch``.
+
+    The URLs are read when called, so tests can point ``VGG19_URL`` / ``VGG16_URL`` elsewhere.
+    """
+    if arch == "vgg19":
+        return VGG19_URL, VGG19_OFFICIAL_URL, VGG19_FILENAME
+    if arch == "vgg16":
+        return VGG16_URL, VGG16_OFFICIAL_URL, VGG16_FILENAME
+    raise ValueError(f"unknown VGG {arch!r}; use 'vgg19' or 'vgg16'")
 
 
 def vgg19_layer_index(i: int, j: int, before_activation: bool = False) -> int:
@@ -513,11 +534,11 @@ def vgg19_layer_index(i: int, j: int, before_activation: bool = False) -> int:
                      "1..4 for i >= 3 (SRGAN uses VGG54 = (5, 4) or VGG22 = (2, 2))")
 
 
-def _vgg19_features(n_layers: int) -> nn.Sequential:
-    """The first ``n_layers`` layers of torchvision's ``vgg19().features`` (random init)."""
+def _vgg_features(n_layers: int, arch: str = "vgg19") -> nn.Sequential:
+    """The first ``n_layers`` layers of torchvision's ``<arch>().features`` (random init)."""
     layers: list[nn.Module] = []
     in_ch = 3
-    for v in _VGG19_CFG:
+    for v in _VGG_CFGS[arch]:
         if v == "M":
             layers.append(nn.MaxPool2d(2, 2))
         else:
@@ -526,53 +547,145 @@ def _vgg19_features(n_layers: int) -> nn.Sequential:
     return nn.Sequential(*layers[:n_layers])
 
 
-def _missing_vgg_message(tried: list[str]) -> str:
-    cache = Path(torch.hub.get_dir()) / "checkpoints" / VGG19_FILENAME
-    return (
-        "could not get the ImageNet VGG19 weights needed for the perceptual loss.\n"
-        + "".join(f"  - {t}\n" for t in tried)
-        + f"Download {VGG19_OFFICIAL_URL} (548 MB) on a machine with internet access and either\n"
-        f"  * put it at {cache} (the torch hub cache; set TORCH_HOME to move it), or\n"
-        "  * pass its path as TruncatedVGG19(weights=...), i.e. the `vgg.weights` entry of the "
-        "training config."
-    )
+def _vgg19_features(n_layers: int) -> nn.Sequential:
+    """The first ``n_layers`` layers of torchvision's ``vgg19().features`` (random init)."""
+    return _vgg_features(n_layers, "vgg19")
 
 
-def _load_vgg19_state(weights: PathLike | None) -> dict:
-    """Find the VGG19 state_dict: explicit path, then torch hub cache, then download."""
+def _missing_vgg_message(tried: list[str], arch: str = "vgg19") -> str:
+    """One line: what was tried, and how to supply the ImageNet weights of ``arch``."""
+    _, official, filename = _vgg_source(arch)
+    cache = Path(torch.hub.get_dir()) / "checkpoints" / filename
+    size = {"vgg19": "548 MB", "vgg16": "528 MB"}[arch]
+    cls = {"vgg19": "TruncatedVGG19", "vgg16": "TruncatedVGG16"}[arch]
+    return (f"could not get the ImageNet {arch.upper()} weights needed for the perceptual loss ("
+            + "; ".join(tried) + f"): download {official} ({size}) on a machine with internet access "
+            f"and put it at {cache} (the torch hub cache; TORCH_HOME moves it), or pass its path as "
+            f"{cls}(weights=...), i.e. the training config's vgg.weights (--vgg-weights)")
+
+
+def _load_vgg_state(weights: PathLike | None, arch: str = "vgg19") -> dict:
+    """Find the ``arch`` state_dict: explicit path, then torch hub cache, then download.
+
+    Raises ``FileNotFoundError`` for a missing explicit path and ``RuntimeError`` (one line,
+    saying how to supply the file) when neither the cache nor a download has it; never
+    falls back to anything else.
+    """
+    url, _, filename = _vgg_source(arch)
     if weights is not None:
         path = Path(weights)
         if not path.is_file():
-            raise FileNotFoundError(f"VGG19 weights file not found: {path} (download it from {VGG19_URL})")
+            raise FileNotFoundError(f"{arch.upper()} weights file not found: {path} (download it from {url})")
         return torch.load(path, map_location="cpu", weights_only=True)
     tried = []
     model_dir = Path(torch.hub.get_dir()) / "checkpoints"
-    cached = model_dir / VGG19_FILENAME
+    cached = model_dir / filename
     if cached.is_file():
         return torch.load(cached, map_location="cpu", weights_only=True)
-    tried.append(f"not in the torch hub cache ({cached})")
+    tried.append(f"not in the torch hub cache {cached}")
     try:
-        # check_hash verifies the sha256 prefix in the file name (dcbb9e9d) after download
-        return torch.hub.load_state_dict_from_url(VGG19_URL, model_dir=str(model_dir), map_location="cpu",
+        # check_hash verifies the sha256 prefix in the file name (dcbb9e9d, 397923af) after download
+        return torch.hub.load_state_dict_from_url(url, model_dir=str(model_dir), map_location="cpu",
                                                   progress=True, check_hash=True, **_WEIGHTS_ONLY)
     except Exception as err:  # noqa: BLE001 - offline, proxy, HTTP error, hash mismatch ...
-        tried.append(f"download from {VGG19_URL} failed: {type(err).__name__}: {err}")
-    raise RuntimeError(_missing_vgg_message(tried))
+        reason = " ".join(str(err).split())  # keep the message on one line
+        tried.append(f"download from {url} failed: {type(err).__name__}: {reason}")
+    raise RuntimeError(_missing_vgg_message(tried, arch))
 
 
-class TruncatedVGG19(nn.Module):
+def _load_vgg19_state(weights: PathLike | None) -> dict:
+    """``_load_vgg_state`` for VGG19 (explicit path, torch hub cache, download)."""
+    return _load_vgg_state(weights, "vgg19")
+
+
+class TruncatedVGG(nn.Module):
+    """A frozen ImageNet VGG (torchvision's ``vgg19`` or ``vgg16``) cut after ``n_layers`` layers.
+
+    ``self.features`` holds the first ``n_layers`` layers of torchvision's
+    ``<arch>().features``, with the same indices and ``state_dict`` keys
+    (``features.0.weight`` ...). ``TruncatedVGG19`` (phi_{i,j}, SRGAN/ESRGAN) and
+    ``TruncatedVGG16`` (the SRGAN lab's ``features[:31]``) are this class with their
+    layer chosen by name.
+
+    Weights, in this order: ``weights`` (a path to torchvision's file, or any state_dict
+    with ``features.N.*`` keys; ``classifier.*`` is ignored), the torch hub cache
+    (``torch.hub.get_dir()/checkpoints/<file>``), a download from ``VGG19_URL`` /
+    ``VGG16_URL`` (sha256-checked). If all fail a one-line ``RuntimeError`` says how to
+    supply the file. ``random_init=True`` skips loading (tests only; never a silent
+    fallback).
+
+    Args:
+        arch: ``"vgg19"`` or ``"vgg16"``.
+        n_layers: how many layers of ``features`` to keep (>= 1).
+        normalize: apply the ImageNet mean/std to the input inside (torchvision's
+            convention); ``False`` feeds the ``[0, 1]`` image as it is (the SRGAN lab).
+        weights: path to the weights file.
+        random_init: build with random weights instead of loading any.
+
+    Forward:
+        x: ``float32`` ``Nx3xHxW`` RGB in ``[0, 1]`` -> the feature map of the last kept
+        layer. Parameters are frozen and the module stays in eval mode, but gradients
+        flow to ``x``.
+    """
+
+    def __init__(self, arch: str, n_layers: int, normalize: bool = True,
+                 weights: PathLike | None = None, random_init: bool = False):
+        super().__init__()
+        _vgg_source(arch)  # validates the name
+        total = sum(1 if v == "M" else 2 for v in _VGG_CFGS[arch])  # conv + ReLU, or a max-pool
+        if not isinstance(n_layers, int) or not 1 <= n_layers <= total:
+            raise ValueError(f"{arch.upper()} features have {total} layers; n_layers must be 1..{total}, "
+                             f"got {n_layers!r}")
+        self.arch, self.normalize = arch, normalize
+        self.features = _vgg_features(n_layers, arch)
+        # Non-persistent: the state_dict holds only torchvision-compatible `features.*` keys.
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        if random_init:
+            if weights is not None:
+                raise ValueError("give either weights=... or random_init=True, not both")
+        else:
+            self.load_vgg_state(_load_vgg_state(weights, arch))
+        for p in self.parameters():
+            p.requires_grad_(False)
+        self.eval()
+
+    def load_vgg_state(self, state: dict) -> None:
+        """Copy the needed ``features.N.*`` tensors from a full torchvision state_dict."""
+        name, filename = self.arch.upper(), _vgg_source(self.arch)[2]
+        if not isinstance(state, dict):
+            raise ValueError(f"{name} weights must be a state_dict, got {type(state).__name__}")
+        state = clean_state_dict(state)
+        own = self.features.state_dict()
+        missing = [k for k in own if f"features.{k}" not in state]
+        if missing:
+            raise ValueError(f"the {name} weights lack {['features.' + k for k in missing[:4]]}...; "
+                             f"expected torchvision's {self.arch} state_dict ({filename})")
+        picked = {k: state[f"features.{k}"] for k in own}
+        bad = [k for k in own if picked[k].shape != own[k].shape]
+        if bad:
+            other = "VGG16" if self.arch == "vgg19" else "VGG19"
+            raise ValueError(f"the {name} weights have wrong shapes for {['features.' + k for k in bad[:4]]}: "
+                             f"is this a {name} (not {other}) state_dict?")
+        self.features.load_state_dict(picked)
+
+    def train(self, mode: bool = True) -> "TruncatedVGG":
+        """Always stays in eval mode: the loss network is a fixed function."""
+        return super().train(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.normalize:
+            x = (x - self.mean) / self.std
+        return self.features(x)
+
+
+class TruncatedVGG19(TruncatedVGG):
     """Frozen ImageNet VGG19 truncated at phi_{i,j}, the feature map of the perceptual loss.
 
     phi_{i,j} is the output of the j-th conv before the i-th max-pool, after its ReLU
     (SRGAN) or, with ``before_activation=True``, before it (ESRGAN: richer, non-sparse
-    features). ``self.features`` holds torchvision's ``vgg19().features`` layers up to there,
-    with the same indices and ``state_dict`` keys (``features.0.weight`` ...).
-
-    Weights, in this order: ``weights`` (a path to ``vgg19-dcbb9e9d.pth`` or any state_dict
-    with ``features.N.*`` keys; ``classifier.*`` is ignored), the torch hub cache
-    (``torch.hub.get_dir()/checkpoints/vgg19-dcbb9e9d.pth``), a download from ``VGG19_URL``.
-    If all fail a ``RuntimeError`` says how to supply the file. ``random_init=True`` skips
-    loading (tests only; never a silent fallback).
+    features). Weights as ``TruncatedVGG`` (path, hub cache ``vgg19-dcbb9e9d.pth``,
+    download from ``VGG19_URL``). The input is ImageNet-normalised inside.
 
     Args:
         i, j: the layer phi_{i,j} (default VGG54, as SRGAN's best model).
@@ -581,52 +694,38 @@ class TruncatedVGG19(nn.Module):
         random_init: build with random weights instead of loading any.
 
     Forward:
-        x: ``float32`` ``Nx3xHxW`` RGB in ``[0, 1]`` (ImageNet normalisation is done
-        inside) -> features ``Nx{C}x(H/2^(i-1))x(W/2^(i-1))``. Parameters are frozen and the
-        module stays in eval mode, but gradients flow to ``x``.
+        x: ``float32`` ``Nx3xHxW`` RGB in ``[0, 1]`` -> features
+        ``Nx{C}x(H/2^(i-1))x(W/2^(i-1))``; gradients flow to ``x`` only.
     """
 
     def __init__(self, i: int = 5, j: int = 4, before_activation: bool = False,
                  weights: PathLike | None = None, random_init: bool = False):
-        super().__init__()
-        self.i, self.j, self.before_activation = i, j, before_activation
         last = vgg19_layer_index(i, j, before_activation)
-        self.features = _vgg19_features(last + 1)
-        # Non-persistent: the state_dict holds only torchvision-compatible `features.*` keys.
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
-        if random_init:
-            if weights is not None:
-                raise ValueError("give either weights=... or random_init=True, not both")
-        else:
-            self.load_vgg19_state(_load_vgg19_state(weights))
-        for p in self.parameters():
-            p.requires_grad_(False)
-        self.eval()
+        super().__init__("vgg19", last + 1, normalize=True, weights=weights, random_init=random_init)
+        self.i, self.j, self.before_activation = i, j, before_activation
 
     def load_vgg19_state(self, state: dict) -> None:
         """Copy the needed ``features.N.*`` tensors from a full VGG19 state_dict."""
-        if not isinstance(state, dict):
-            raise ValueError(f"VGG19 weights must be a state_dict, got {type(state).__name__}")
-        state = clean_state_dict(state)
-        own = self.features.state_dict()
-        missing = [k for k in own if f"features.{k}" not in state]
-        if missing:
-            raise ValueError(f"the VGG19 weights lack {['features.' + k for k in missing[:4]]}...; "
-                             f"expected torchvision's vgg19 state_dict ({VGG19_FILENAME})")
-        picked = {k: state[f"features.{k}"] for k in own}
-        bad = [k for k in own if picked[k].shape != own[k].shape]
-        if bad:
-            raise ValueError(f"the VGG19 weights have wrong shapes for {['features.' + k for k in bad[:4]]}: "
-                             "is this a VGG19 (not VGG16) state_dict?")
-        self.features.load_state_dict(picked)
+        self.load_vgg_state(state)
 
-    def train(self, mode: bool = True) -> "TruncatedVGG19":
-        """Always stays in eval mode: the loss network is a fixed function."""
-        return super().train(False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features((x - self.mean) / self.std)
+class TruncatedVGG16(TruncatedVGG):
+    """Frozen ImageNet VGG16 ``features[:n_layers]``: the SRGAN lab's perception network.
+
+    The lab computes the MSE of ``vgg16().features[:31]`` (all 13 convs and the last
+    max-pool: 512 channels at 1/32 of the size) on its ``[0, 1]`` images *without*
+    ImageNet normalisation, so ``normalize`` defaults to False here (its 0.006 weight was
+    set for those features). Weights as ``TruncatedVGG`` (path, hub cache
+    ``vgg16-397923af.pth``, download from ``VGG16_URL``).
+
+    Forward:
+        x: ``float32`` ``Nx3xHxW`` RGB in ``[0, 1]`` -> ``Nx512x(H/32)x(W/32)`` for the
+        default 31 layers; gradients flow to ``x`` only.
+    """
+
+    def __init__(self, n_layers: int = VGG16_N_LAYERS, normalize: bool = False,
+                 weights: PathLike | None = None, random_init: bool = False):
+        super().__init__("vgg16", n_layers, normalize=normalize, weights=weights, random_init=random_init)
 
 
 # --------------------------------------------------------------------------------------

@@ -2,8 +2,9 @@
 
 Read this file top to bottom:
 
-1. **Losses** -- pixel (MSE / L1), VGG content loss, total variation, and the two
-   adversarial losses (standard GAN as in SRGAN, relativistic average GAN as in ESRGAN).
+1. **Losses** -- pixel (MSE / L1), VGG content loss, total variation, and the
+   adversarial losses (standard GAN as in SRGAN, relativistic average GAN as in ESRGAN,
+   and the SRGAN lab's ``1 - D`` form).
 2. **Configuration** -- ``make_config(preset, profile, **overrides)`` returns an
    ``EasyDict``; ``PRESETS`` and ``PROFILES`` hold the recipes.
 3. **The training scheme** -- ``train(config)`` on one screen: build G, stage 1
@@ -122,11 +123,24 @@ def pixel_loss(sr: torch.Tensor, hr: torch.Tensor, kind: str = "mse") -> torch.T
     raise ValueError(f"unknown pixel loss {kind!r}; use 'mse' or 'l1'")
 
 
-def tv_loss(x: torch.Tensor) -> torch.Tensor:
-    """Anisotropic total variation of ``x`` (``NxCxHxW``): mean |dx| + mean |dy|. Scalar."""
-    dy = (x[:, :, 1:, :] - x[:, :, :-1, :]).abs().mean()
-    dx = (x[:, :, :, 1:] - x[:, :, :, :-1]).abs().mean()
-    return dx + dy
+TV_TYPES = ("l1", "squared")
+
+
+def tv_loss(x: torch.Tensor, kind: str = "l1") -> torch.Tensor:
+    """Total variation of ``x`` (``NxCxHxW`` float). Scalar tensor.
+
+    * ``"l1"`` (the kit's default): anisotropic, ``mean |dy| + mean |dx|``.
+    * ``"squared"`` (the SRGAN lab's form): squared differences, each direction divided
+      by its number of differences, ``2 * (sum dy^2 / (C*(H-1)*W) + sum dx^2 / (C*H*(W-1))) / N``.
+    """
+    dy = x[:, :, 1:, :] - x[:, :, :-1, :]
+    dx = x[:, :, :, 1:] - x[:, :, :, :-1]
+    if kind == "l1":
+        return dy.abs().mean() + dx.abs().mean()
+    if kind == "squared":
+        # dy[0].numel() = C*(H-1)*W and dx[0].numel() = C*H*(W-1): the lab's count_h, count_w
+        return 2 * (dy.pow(2).sum() / dy[0].numel() + dx.pow(2).sum() / dx[0].numel()) / x.shape[0]
+    raise ValueError(f"unknown TV loss {kind!r}; use one of {list(TV_TYPES)}")
 
 
 def random_translate(x: torch.Tensor, shift: int) -> torch.Tensor:
@@ -157,6 +171,9 @@ def random_translate(x: torch.Tensor, shift: int) -> torch.Tensor:
 
 # (i, j) of phi_{i,j}: the j-th convolution (after its ReLU) before the i-th max-pool of VGG19.
 VGG_LAYERS = {"vgg22": (2, 2), "vgg54": (5, 4)}
+# The SRGAN lab's perception network: VGG16 features[:31] on un-normalised [0, 1] images.
+VGG16_LAB = "vgg16_lab"
+CONTENT_LOSSES = ("mse", "l1", *VGG_LAYERS, VGG16_LAB)
 
 
 class VGGContentLoss(nn.Module):
@@ -167,8 +184,12 @@ class VGGContentLoss(nn.Module):
     ``mse(phi(sr), phi(hr)) * feature_scale**2`` with ``feature_scale = 1/12.75``.
     ESRGAN uses features *before* the activation, an L1 distance and no rescaling
     (``before_activation=True, criterion="l1", feature_scale=1``).
+    ``layer="vgg16_lab"``: the SRGAN lab's perception loss instead, VGG16
+    ``features[:31]`` on the un-normalised image (``models.TruncatedVGG16``; use it with
+    ``feature_scale=1`` as the lab; ``before_activation`` does not apply).
 
-    Inputs ``sr``, ``hr``: ``Nx3xHxW`` float in [0, 1] (the VGG normalises them inside).
+    Inputs ``sr``, ``hr``: ``Nx3xHxW`` float in [0, 1] (the VGG19 applies the ImageNet
+    normalisation inside; the lab's VGG16 takes them as they are).
     Output: scalar tensor. The VGG is frozen; gradients flow to ``sr`` only.
     """
 
@@ -176,15 +197,18 @@ class VGGContentLoss(nn.Module):
                  criterion: str = "mse", feature_scale: float = 1 / 12.75,
                  weights: str | None = None, random_init: bool = False):
         super().__init__()
-        if layer not in VGG_LAYERS:
-            raise ValueError(f"unknown VGG layer {layer!r}; use one of {sorted(VGG_LAYERS)}")
+        if layer not in VGG_LAYERS and layer != VGG16_LAB:
+            raise ValueError(f"unknown VGG layer {layer!r}; use one of {sorted(VGG_LAYERS) + [VGG16_LAB]}")
         if criterion not in ("mse", "l1"):
             raise ValueError(f"unknown VGG criterion {criterion!r}; use 'mse' or 'l1'")
-        i, j = VGG_LAYERS[layer]
         # Raises RuntimeError with instructions when the ImageNet weights are missing:
         # we never fall back silently to another loss.
-        self.vgg = models.TruncatedVGG19(i=i, j=j, before_activation=before_activation,
-                                         weights=weights, random_init=random_init)
+        if layer == VGG16_LAB:
+            self.vgg = models.TruncatedVGG16(weights=weights, random_init=random_init)
+        else:
+            i, j = VGG_LAYERS[layer]
+            self.vgg = models.TruncatedVGG19(i=i, j=j, before_activation=before_activation,
+                                             weights=weights, random_init=random_init)
         self.vgg.eval()
         for p in self.vgg.parameters():
             p.requires_grad_(False)
@@ -205,6 +229,9 @@ class VGGContentLoss(nn.Module):
         return F.l1_loss(sr_features.float(), hr_features.float())
 
 
+GAN_TYPES = ("standard", "ragan", "lab")
+
+
 def gan_d_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor,
                kind: str = "standard") -> torch.Tensor:
     """Discriminator loss from logits ``real_logits = C(hr)``, ``fake_logits = C(sr)`` (shape ``(N,)``).
@@ -214,6 +241,8 @@ def gan_d_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor,
     * ``"ragan"`` (ESRGAN, relativistic average):
       ``D_Ra(x_r, x_f) = sigmoid(C(x_r) - E[C(x_f)])``;
       loss ``= -E[log D_Ra(x_r, x_f)] - E[log(1 - D_Ra(x_f, x_r))]``.
+    * ``"lab"`` (the SRGAN lab): ``1 - E[D(x_r)] + E[D(x_f)]`` on the probabilities
+      ``D = sigmoid(C)`` themselves, no logarithm (0 at best, 2 at worst).
 
     Pass ``fake_logits`` computed from a *detached* ``sr`` so this step cannot reach G.
     """
@@ -225,7 +254,9 @@ def gan_d_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor,
     if kind == "ragan":
         return (bce(real_logits - fake_logits.mean(), torch.ones_like(real_logits))
                 + bce(fake_logits - real_logits.mean(), torch.zeros_like(fake_logits)))
-    raise ValueError(f"unknown GAN type {kind!r}; use 'standard' or 'ragan'")
+    if kind == "lab":
+        return 1 - torch.sigmoid(real_logits).mean() + torch.sigmoid(fake_logits).mean()
+    raise ValueError(f"unknown GAN type {kind!r}; use one of {list(GAN_TYPES)}")
 
 
 def gan_g_loss(fake_logits: torch.Tensor, real_logits: torch.Tensor | None = None,
@@ -236,6 +267,8 @@ def gan_g_loss(fake_logits: torch.Tensor, real_logits: torch.Tensor | None = Non
       form; ``real_logits`` is not used).
     * ``"ragan"`` (ESRGAN): ``-E[log(1 - D_Ra(x_r, x_f))] - E[log D_Ra(x_f, x_r)]``; needs
       ``real_logits`` (detached: G must not move D).
+    * ``"lab"`` (the SRGAN lab): ``E[1 - D(G(z))]`` with ``D = sigmoid(C)`` (no logarithm:
+      its gradient fades where D is sure the image is fake, unlike ``"standard"``'s).
     """
     bce = F.binary_cross_entropy_with_logits
     fake_logits = fake_logits.float()
@@ -247,14 +280,16 @@ def gan_g_loss(fake_logits: torch.Tensor, real_logits: torch.Tensor | None = Non
         real_logits = real_logits.float().detach()
         return (bce(real_logits - fake_logits.mean(), torch.zeros_like(real_logits))
                 + bce(fake_logits - real_logits.mean(), torch.ones_like(fake_logits)))
-    raise ValueError(f"unknown GAN type {kind!r}; use 'standard' or 'ragan'")
+    if kind == "lab":
+        return (1 - torch.sigmoid(fake_logits)).mean()
+    raise ValueError(f"unknown GAN type {kind!r}; use one of {list(GAN_TYPES)}")
 
 
 def d_probabilities(real_logits: torch.Tensor, fake_logits: torch.Tensor,
                     kind: str = "standard") -> tuple[torch.Tensor, torch.Tensor]:
     """Mean discriminator outputs as probabilities, for logging: ``(D(x), D(G(z)))``.
 
-    Standard GAN: ``sigmoid(C(.))``; RaGAN: ``D_Ra(x_r, x_f)`` and ``D_Ra(x_f, x_r)``.
+    Standard GAN and the lab's: ``sigmoid(C(.))``; RaGAN: ``D_Ra(x_r, x_f)`` and ``D_Ra(x_f, x_r)``.
     """
     real_logits, fake_logits = real_logits.detach().float(), fake_logits.detach().float()
     if kind == "ragan":
@@ -266,7 +301,8 @@ def d_probabilities(real_logits: torch.Tensor, fake_logits: torch.Tensor,
 class ContentLoss(nn.Module):
     """The content term of the generator loss, chosen by name.
 
-    ``"mse"`` / ``"l1"``: pixel loss; ``"vgg22"`` / ``"vgg54"``: ``VGGContentLoss``.
+    ``"mse"`` / ``"l1"``: pixel loss; ``"vgg22"`` / ``"vgg54"`` (VGG19) and ``"vgg16_lab"``
+    (the SRGAN lab's VGG16 ``features[:31]``): ``VGGContentLoss``.
     ``forward(sr, hr)`` -> scalar tensor.
     """
 
@@ -277,12 +313,12 @@ class ContentLoss(nn.Module):
         self.name = name
         if name in ("mse", "l1"):
             self.vgg = None
-        elif name in VGG_LAYERS:
+        elif name in VGG_LAYERS or name == VGG16_LAB:
             self.vgg = VGGContentLoss(name, before_activation=vgg_before_activation,
                                       criterion=vgg_criterion, feature_scale=vgg_feature_scale,
                                       weights=vgg_weights, random_init=vgg_random_init)
         else:
-            raise ValueError(f"unknown content loss {name!r}; use mse, l1, vgg22 or vgg54")
+            raise ValueError(f"unknown content loss {name!r}; use one of {list(CONTENT_LOSSES)}")
 
     def forward(self, sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
         if self.vgg is None:
@@ -326,7 +362,8 @@ BASE_CONFIG: dict[str, Any] = {
         "discriminator": {"name": "Discriminator", "kwargs": {"channels": 64, "fc_size": 1024}},
     },
     "vgg": {
-        "weights": None,         # path to VGG19 ImageNet weights (see models.TruncatedVGG19)
+        "weights": None,         # path to the ImageNet VGG19 weights (VGG16 for vgg16_lab;
+                                 # see models.TruncatedVGG19 / TruncatedVGG16)
         "random_init": False,    # tests only: a random VGG (NOT a perceptual loss)
     },
     # Stage 1: the generator alone, pixel loss ("SRResNet"; the paper's pre-training).
@@ -349,13 +386,14 @@ BASE_CONFIG: dict[str, Any] = {
         "betas": [0.9, 0.999],
         "lr_milestones": [0.5],
         "lr_gamma": 0.1,
-        "content_loss": "vgg54",  # "mse", "l1", "vgg22", "vgg54"
+        "content_loss": "vgg54",  # "mse", "l1", "vgg22", "vgg54", "vgg16_lab"
         "content_weight": 1.0,
         "adversarial_weight": 1e-3,
-        "gan_type": "standard",  # "standard" (SRGAN) or "ragan" (ESRGAN)
+        "gan_type": "standard",  # "standard" (SRGAN), "ragan" (ESRGAN) or "lab" (1 - D, the SRGAN lab)
         "pixel_loss": "mse",     # extra pixel term, used when pixel_weight > 0
         "pixel_weight": 0.0,
         "tv_weight": 0.0,
+        "tv_type": "l1",         # "l1" (anisotropic, mean |d|) or "squared" (the SRGAN lab's; see tv_loss)
         "d_translate": 0,        # > 0: D sees real and fake shifted by up to this many pixels
                                  # (random_translate; 0 = the paper)
         "vgg_before_activation": False,
@@ -411,6 +449,20 @@ PRESETS: dict[str, dict[str, Any]] = {
                    "content_loss": "vgg54", "vgg_before_activation": True, "vgg_criterion": "l1",
                    "vgg_feature_scale": 1.0, "content_weight": 1.0, "adversarial_weight": 5e-3,
                    "gan_type": "ragan", "pixel_loss": "l1", "pixel_weight": 1e-2},
+    },
+    # The SRGAN lab's recipe (a widely used PyTorch SRGAN, trained there on CelebA-HQ faces):
+    # G loss = pixel MSE + 1e-3 * mean(1 - D(G(z))) + 6e-3 * MSE of VGG16 features[:31]
+    # (un-normalised input) + 2e-8 * squared TV; D loss = 1 - D(x) + D(G(z)); 240x240 HR
+    # crops; a 5-block generator. Like the lab, no pre-training: stage 2 from random init
+    # (the MSE term trains G from the first step). Optimiser and schedule: the kit's.
+    "srgan-lab": {
+        "data": {"patch_size": 240},
+        "model": {"generator": {"name": "SRResNet", "kwargs": {"scale": 4, "n_blocks": 5, "channels": 64}}},
+        "stage1": {"epochs": 0, "iterations": 0},
+        "stage2": {"pixel_loss": "mse", "pixel_weight": 1.0,
+                   "content_loss": "vgg16_lab", "content_weight": 6e-3, "vgg_feature_scale": 1.0,
+                   "adversarial_weight": 1e-3, "gan_type": "lab",
+                   "tv_weight": 2e-8, "tv_type": "squared"},
     },
 }
 
@@ -471,7 +523,7 @@ def make_config(preset: str = "srgan-vgg54", profile: str = "full", **overrides:
 
     Args:
         preset: one of ``PRESETS`` (``mse, vgg22, vgg54, srgan-mse, basic, srgan-vgg22,
-            srgan-vgg54, esrgan``).
+            srgan-vgg54, esrgan, srgan-lab``).
         profile: ``"full"`` (the paper's schedule) or ``"quick"`` (CPU, minutes).
         **overrides: values replacing the defaults, either nested dicts
             (``stage1={"epochs": 2}``) or dotted keys (``**{"stage1.epochs": 2}``).
@@ -719,7 +771,7 @@ def g_step(sr: torch.Tensor, hr: torch.Tensor, discriminator: nn.Module | None, 
         terms["loss_pixel"] = pixel_loss(sr.float(), hr, cfg.pixel_loss)
         loss = loss + cfg.pixel_weight * terms["loss_pixel"]
     if cfg.tv_weight > 0:
-        terms["loss_tv"] = tv_loss(sr.float())
+        terms["loss_tv"] = tv_loss(sr.float(), cfg.tv_type)
         loss = loss + cfg.tv_weight * terms["loss_tv"]
     optimizer_step(loss, optimizer, scaler)
     return {"loss_g": loss.detach(), **{k: v.detach() for k, v in terms.items()}}
@@ -1445,29 +1497,11 @@ def _unwrap(model: nn.Module) -> nn.Module:
             return model
 
 
-def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
-    """True when the CPU computes bf16 natively (AVX512-BF16 or AMX), where bf16 autocast pays.
-
-    Args:
-        cpuinfo: the text of ``/proc/cpuinfo`` (read when None; elsewhere than Linux: False).
-    """
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return False
-    flags = set()
-    for line in cpuinfo.splitlines():
-        if line.startswith("flags") or line.startswith("Features"):
-            flags.update(line.partition(":")[2].split())
-    return bool(flags & {"avx512_bf16", "amx_bf16"})
-
-
 def _amp_dtype(amp: str, device: torch.device):
     """Autocast dtype for ``speed.amp`` on ``device`` (None: fp32).
 
     ``auto``: CUDA bf16 where supported, else fp16; CPU bf16 where the CPU has native bf16
-    (``cpu_has_native_bf16``), else fp32. ``bf16`` forces bf16 (slow where it is emulated);
+    (``utils.cpu_has_native_bf16``), else fp32. ``bf16`` forces bf16 (slow where it is emulated);
     ``fp16`` is for CUDA only (fp32 on the CPU).
     """
     if amp == "off":
@@ -1476,7 +1510,7 @@ def _amp_dtype(amp: str, device: torch.device):
         if amp == "auto":
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
-    if device.type == "cpu" and (amp == "bf16" or (amp == "auto" and cpu_has_native_bf16())):
+    if device.type == "cpu" and (amp == "bf16" or (amp == "auto" and utils.cpu_has_native_bf16())):
         return torch.bfloat16
     return None
 
@@ -1743,8 +1777,9 @@ def check_config(config: EasyDict) -> None:
     choices = {
         "stage1.pixel_loss": (config.stage1.pixel_loss, ("mse", "l1")),
         "stage2.pixel_loss": (config.stage2.pixel_loss, ("mse", "l1")),
-        "stage2.content_loss": (config.stage2.content_loss, ("mse", "l1", *VGG_LAYERS)),
-        "stage2.gan_type": (config.stage2.gan_type, ("standard", "ragan")),
+        "stage2.content_loss": (config.stage2.content_loss, CONTENT_LOSSES),
+        "stage2.gan_type": (config.stage2.gan_type, GAN_TYPES),
+        "stage2.tv_type": (config.stage2.tv_type, TV_TYPES),
         "stage2.vgg_criterion": (config.stage2.vgg_criterion, ("mse", "l1")),
         "speed.amp": (config.speed.amp, ("auto", "bf16", "fp16", "off")),
         "speed.compile": (config.speed.compile, (True, False, "auto")),

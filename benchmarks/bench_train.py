@@ -8,7 +8,7 @@ the paper; data loading is not included, see ``--data`` for that), for several v
 * ``channels-last``  NHWC activations and weights (the solver's default), float32
 * ``channels-last+bf16``  the same under ``torch.autocast(dtype=torch.bfloat16)`` (CPU and CUDA;
                      what ``speed.amp="auto"`` picks on a CPU with native bf16, see
-                     ``solver.cpu_has_native_bf16``)
+                     ``utils.cpu_has_native_bf16``)
 * ``+compile``       ``torch.compile`` (inductor) on top of channels-last, if a C compiler works
 * on CUDA also ``amp-fp16`` (autocast with GradScaler)
 
@@ -45,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import models  # noqa: E402
 import solver  # noqa: E402
+import utils  # noqa: E402
 
 
 def make_ctx(device: torch.device, amp: str, channels_last: bool) -> solver.TrainContext:
@@ -146,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     devices = [d for d in devices if d == "cpu" or torch.cuda.is_available()]
     cc = solver.c_compiler_available()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, mkldnn "
-          f"{torch.backends.mkldnn.is_available()}, native CPU bf16 {solver.cpu_has_native_bf16()} "
+          f"{torch.backends.mkldnn.is_available()}, native CPU bf16 {utils.cpu_has_native_bf16()} "
           f"(speed.amp=auto uses {solver._amp_dtype('auto', torch.device('cpu')) or 'fp32'} on this CPU), "
           f"C compiler {'ok' if cc else 'missing'}; "
           f"load average {os.getloadavg()[0]:.2f} (cores: {os.cpu_count()})")

@@ -375,15 +375,11 @@ def test_cli_scale_2_trains_an_x2_generator(tmp_path, capsys):
 # ------------------------------------------------------------------------------ bf16 on the CPU
 
 
-def test_native_bf16_is_read_from_the_cpu_flags(monkeypatch):
-    assert solver.cpu_has_native_bf16("processor : 0\nflags : fpu sse avx2 avx512f avx512_bf16 amx_tile\n")
-    assert solver.cpu_has_native_bf16("flags\t\t: fpu amx_bf16 amx_tile\n")
-    assert not solver.cpu_has_native_bf16("flags : fpu sse avx2 avx512f avx512bw\n")
-    assert not solver.cpu_has_native_bf16("")
+def test_amp_auto_uses_bf16_on_the_cpu_only_where_it_is_native(monkeypatch):
     cpu = torch.device("cpu")
-    monkeypatch.setattr(solver, "cpu_has_native_bf16", lambda cpuinfo=None: True)
+    monkeypatch.setattr(utils, "cpu_has_native_bf16", lambda: True)
     assert solver._amp_dtype("auto", cpu) == torch.bfloat16
-    monkeypatch.setattr(solver, "cpu_has_native_bf16", lambda cpuinfo=None: False)
+    monkeypatch.setattr(utils, "cpu_has_native_bf16", lambda: False)
     assert solver._amp_dtype("auto", cpu) is None
     assert solver._amp_dtype("bf16", cpu) == torch.bfloat16
     assert solver._amp_dtype("off", cpu) is None and solver._amp_dtype("fp16", cpu) is None
