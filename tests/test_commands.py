@@ -131,7 +131,8 @@ def kit(tmp_path, monkeypatch) -> Path:
             shutil.copy(path, root / path.name)
         elif path.suffix == ".ipynb" or path.name == "checkpoints":
             (root / path.name).symlink_to(path)
-    shutil.copytree(REPO / "benchmarks", root / "benchmarks", ignore=shutil.ignore_patterns("__pycache__"))
+    for folder in ("benchmarks", "course"):
+        shutil.copytree(REPO / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__"))
     monkeypatch.chdir(root)
     return root
 
@@ -143,10 +144,11 @@ def run_cli(argv: list[str], cwd: Path, timeout: float = 300) -> subprocess.Comp
 
 
 @lru_cache(maxsize=None)
-def script_help(script: str) -> str:
-    """The ``--help`` text of a kit script (run once per script)."""
-    done = run_cli(["python", script, "--help"], REPO)
-    assert done.returncode == 0, f"`python {script} --help` failed:\n{done.stderr[-2000:]}"
+def script_help(script: str, subcommand: str | None = None) -> str:
+    """The ``--help`` text of a kit script, or of one of its subcommands (run once each)."""
+    argv = ["python", script] + ([subcommand] if subcommand else []) + ["--help"]
+    done = run_cli(argv, REPO)
+    assert done.returncode == 0, f"`{' '.join(argv)}` failed:\n{done.stderr[-2000:]}"
     return done.stdout
 
 
@@ -269,6 +271,9 @@ def check_python_script(argv: list[str], command: str, kit: Path) -> None:
     script = argv[1]
     assert (kit / script).is_file(), f"`{command}`: {script} does not exist"
     text = script_help(script)
+    subcommands = re.search(r"\{([\w,-]+)\}", text)  # argparse lists subcommands as {make,tally}
+    if subcommands and len(argv) > 2 and argv[2] in subcommands.group(1).split(","):
+        text = script_help(script, argv[2])
     for k, word in enumerate(argv[2:]):
         if word.startswith("--"):
             assert re.search(rf"(?<![\w-]){re.escape(word.split('=')[0])}(?![\w-])", text), (
@@ -305,7 +310,10 @@ def check_pip(argv: list[str], command: str, kit: Path) -> None:
     if words[:1] == ["-r"]:
         assert (kit / words[1]).is_file(), f"`{command}`: {words[1]} does not exist"
         return
-    assert words and re.fullmatch(r"torch(==[\d.]+)?", words[0]), f"`{command}`: expected torch"
+    requirements = {re.split(r"[\s=<>#]", line.strip())[0] for line in (kit / "requirements.txt").read_text().splitlines()}
+    if words and words[0] in requirements - {"torch"}:  # one of the requirements, installed on its own
+        return
+    assert words and re.fullmatch(r"torch(==[\d.]+)?", words[0]), f"`{command}`: expected torch or a requirement"
     if words[0] != "torch":  # the pinned version is the one CI installs
         assert words[0] in (REPO / ".ci" / "run").read_text(), f"`{command}`: .ci/run installs another torch"
     if "--index-url" in words:
@@ -323,7 +331,9 @@ def check_step(argv: list[str], command: str, kit: Path, server: FileServer, mon
     elif program in (".", "source"):
         assert argv[1] == ".venv/bin/activate", f"`{command}`: activate the .venv made before"
     elif program == "pytest":
-        assert argv[1:] == ["--nbval"], f"`{command}`: expected `pytest --nbval`"
+        if argv[1:] != ["--nbval"]:  # `pytest PATH`: a test folder or file of the kit
+            assert len(argv) == 2 and (REPO / argv[1]).exists(), f"`{command}`: expected `pytest --nbval` or `pytest PATH`"
+            return
         import nbval  # noqa: F401 - the plugin must be installed by requirements.txt
         testpaths = (kit / "pytest.ini").read_text()
         for nb in ("train.ipynb", "test.ipynb", "super_resolution.ipynb"):
