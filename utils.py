@@ -1143,6 +1143,82 @@ def comparison_figure(panels: list[tuple[str, np.ndarray]], crop: tuple[slice, s
     return fig
 
 
+def blend_images(sr_psnr: np.ndarray, sr_gan: np.ndarray, alpha: float) -> np.ndarray:
+    """Image interpolation: ``(1 - alpha) * sr_psnr + alpha * sr_gan`` pixel by pixel.
+
+    Args:
+        sr_psnr, sr_gan: ``uint8`` images of the same shape (the PSNR and GAN generators' outputs).
+        alpha: weight of ``sr_gan``, in ``[0, 1]``.
+
+    Returns:
+        ``uint8`` of the same shape, rounded half away from zero (as MATLAB).
+    """
+    if sr_psnr.shape != sr_gan.shape or sr_psnr.dtype != np.uint8 or sr_gan.dtype != np.uint8:
+        raise ValueError(f"blend_images: expects two uint8 images of the same shape, got {sr_psnr.dtype} "
+                         f"{sr_psnr.shape} and {sr_gan.dtype} {sr_gan.shape}")
+    if not 0.0 <= float(alpha) <= 1.0:
+        raise ValueError(f"blend_images: alpha must be in [0, 1] (0 = PSNR image, 1 = GAN image), got {alpha}")
+    mix = (1 - alpha) * sr_psnr.astype(np.float64) + alpha * sr_gan.astype(np.float64)
+    return np.floor(mix + 0.5).astype(np.uint8)  # mix >= 0: half away from zero
+
+
+def interpolation_curves(network_srs: dict[float, np.ndarray], hr: np.ndarray | None, scale: int) -> list[dict]:
+    """Network vs image interpolation (ESRGAN, Fig. 10): PSNR and NIQE for each alpha.
+
+    Args:
+        network_srs: ``{alpha: uint8 SR image}`` made by the network interpolation
+            (``models.interpolate_networks(psnr, gan, alpha)``, then :func:`super_resolve`);
+            it must hold alpha 0 (the PSNR generator) and 1 (the GAN generator), whose outputs
+            are blended pixel-wise (:func:`blend_images`) for the image interpolation.
+        hr: the ``uint8`` HR image for PSNR, or None (PSNR is then NaN).
+        scale: border shaved for PSNR and NIQE (as :func:`evaluate`).
+
+    Returns:
+        one dict per alpha, in increasing alpha: ``{"alpha", "psnr_network", "niqe_network",
+        "psnr_image", "niqe_image"}`` (dB; NIQE lower = more natural, NaN when too small).
+    """
+    if 0 not in network_srs or 1 not in network_srs:
+        raise ValueError(f"interpolation_curves: network_srs needs alpha 0 and 1 (the two generators' "
+                         f"outputs), got alphas {sorted(network_srs)}")
+
+    def scores(img: np.ndarray) -> tuple[float, float]:
+        psnr = float("nan") if hr is None else calculate_psnr(img, hr, crop_border=scale)
+        return psnr, niqe_or_nan(img, crop_border=scale)
+
+    rows = []
+    for alpha in sorted(network_srs):
+        psnr_net, niqe_net = scores(network_srs[alpha])
+        psnr_img, niqe_img = scores(blend_images(network_srs[0], network_srs[1], alpha))
+        rows.append({"alpha": float(alpha), "psnr_network": psnr_net, "niqe_network": niqe_net,
+                     "psnr_image": psnr_img, "niqe_image": niqe_img})
+    return rows
+
+
+def interpolation_figure(rows: list[dict]):
+    """PSNR vs alpha and NIQE vs alpha, network and image interpolation side by side.
+
+    Args:
+        rows: :func:`interpolation_curves`'s output.
+
+    Returns:
+        a matplotlib Figure with two panels (show it with :func:`show_figure`).
+    """
+    import matplotlib.pyplot as plt
+
+    alphas = [r["alpha"] for r in rows]
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    for ax, key, title in ((axes[0], "psnr", "PSNR (dB), higher = closer to HR"),
+                           (axes[1], "niqe", "NIQE, lower = more natural")):
+        for kind, style in (("network", "o-"), ("image", "s--")):
+            ax.plot(alphas, [r[f"{key}_{kind}"] for r in rows], style, label=f"{kind} interpolation")
+        ax.set_xlabel("alpha (0 = PSNR generator, 1 = GAN generator)")
+        ax.set_title(title, fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def show_figure(fig, path: PathLike | None = None, dpi: int = 100, display_dpi: int | None = None) -> None:
     """Display a matplotlib figure in a notebook as a PNG, save it (atomically) if ``path``, close it.
 

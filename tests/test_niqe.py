@@ -130,3 +130,42 @@ def test_evaluate_hr_and_mean_metrics(astronaut):
     assert rows[0] == {"name": "astronaut", "niqe": utils.calculate_niqe(astronaut, crop_border=4)}
     assert rows[1]["name"] == "small" and np.isnan(rows[1]["niqe"])
     assert utils.mean_metrics(rows) == {"niqe": rows[0]["niqe"], "images": 2}
+
+
+# --------------------------------------------------------------------------- interpolation curves
+def test_blend_images_rounds_half_away_and_checks_its_inputs():
+    a = np.array([[0, 1, 254]], np.uint8)
+    b = np.array([[1, 2, 255]], np.uint8)
+    np.testing.assert_array_equal(utils.blend_images(a, b, 0.0), a)
+    np.testing.assert_array_equal(utils.blend_images(a, b, 1.0), b)
+    np.testing.assert_array_equal(utils.blend_images(a, b, 0.5), [[1, 2, 255]])  # x.5 -> up
+    np.testing.assert_array_equal(utils.blend_images(a, b, 0.25), [[0, 1, 254]])
+    with pytest.raises(ValueError, match="same shape"):
+        utils.blend_images(a, b[:, :2], 0.5)
+    with pytest.raises(ValueError, match="alpha"):
+        utils.blend_images(a, b, 1.5)
+
+
+def test_interpolation_curves_network_vs_image(astronaut):
+    hr = astronaut[:200, :200]
+    bicubic = imresize(imresize(hr, 0.25), 4.0)
+    noisy = np.clip(hr + np.random.default_rng(2).normal(0, 8, hr.shape), 0, 255).round().astype(np.uint8)
+    middle = utils.blend_images(bicubic, hr, 0.5)  # stands in for a blended network's output
+    rows = utils.interpolation_curves({1: noisy, 0: bicubic, 0.5: middle}, hr, scale=4)
+    assert [r["alpha"] for r in rows] == [0.0, 0.5, 1.0]
+    for row, net in zip(rows, (bicubic, middle, noisy)):
+        assert row["psnr_network"] == utils.calculate_psnr(net, hr, 4)
+        assert row["niqe_network"] == utils.calculate_niqe(net, 4)
+    half = utils.blend_images(bicubic, noisy, 0.5)
+    assert rows[1]["psnr_image"] == utils.calculate_psnr(half, hr, 4)
+    assert rows[1]["niqe_image"] == utils.calculate_niqe(half, 4)
+    for row in (rows[0], rows[2]):  # the two ends are the generators themselves
+        assert (row["psnr_image"], row["niqe_image"]) == (row["psnr_network"], row["niqe_network"])
+    assert np.isnan(utils.interpolation_curves({0: bicubic, 1: noisy}, None, 4)[0]["psnr_image"])
+    with pytest.raises(ValueError, match="alpha 0 and 1"):
+        utils.interpolation_curves({0: bicubic, 0.5: middle}, hr, 4)
+    import matplotlib
+    matplotlib.use("Agg")
+    fig = utils.interpolation_figure(rows)
+    assert [len(ax.get_lines()) for ax in fig.axes] == [2, 2]
+    np.testing.assert_array_equal(fig.axes[1].get_lines()[1].get_ydata(), [r["niqe_image"] for r in rows])
