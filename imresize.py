@@ -13,7 +13,10 @@ pixel. The facts taken from MATLAB's ``imresize.m`` that matter:
   dimension is ``out / in``.
 * Source indices outside the image are CLAMPED to the border
   (``min(max(1, idx), in_len)``, i.e. edge pixels are replicated). Many Python
-  ports mirror instead, which changes the border pixels.
+  ports mirror instead, which changes the border pixels. The SelfExSR LR files
+  (the benchmark's reference) are reproduced only with clamping; MATLAB R2021a's
+  NIQE value, on the other hand, is reproduced only when its ``imresize`` mirrors
+  (``aux = [1:n, n:-1:1]``), so ``padding="symmetric"`` offers that too.
 * Dimensions are resized one at a time, in order of increasing scale (height first
   on ties). For ``uint8`` input each pass is rounded back to ``uint8`` (half away
   from zero, saturating) before the next pass, because MATLAB's resize kernel
@@ -40,7 +43,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-__all__ = ["imresize", "imresize_torch", "METHODS"]
+__all__ = ["imresize", "imresize_torch", "METHODS", "PADDINGS"]
 
 
 # --------------------------------------------------------------------------- kernels
@@ -88,15 +91,21 @@ METHODS: dict[str, tuple] = {
 }
 
 
+# How source indices outside the image are brought back inside: clamp (edge pixel
+# replicated; the default) or mirror (``aux = [1:n, n:-1:1]``). See the module docstring.
+PADDINGS = ("replicate", "symmetric")
+
+
 # --------------------------------------------------------------------------- weights
 @lru_cache(maxsize=128)
 def _contributions(
-    in_len: int, out_len: int, scale: float, method: str, antialiasing: bool
+    in_len: int, out_len: int, scale: float, method: str, antialiasing: bool, padding: str = "replicate"
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-output-pixel source indices and weights along one dimension (imresize.m).
 
     Returns ``(indices, weights)``, both ``out_len x P``: 0-based ``int64`` indices
-    clamped to ``[0, in_len - 1]`` and ``float64`` weights summing to 1 per row.
+    in ``[0, in_len - 1]`` (clamped, or mirrored with ``padding="symmetric"``) and
+    ``float64`` weights summing to 1 per row.
     Cached, as it depends only on its arguments; the arrays are read-only.
     """
     kernel, width = METHODS[method]
@@ -115,8 +124,11 @@ def _contributions(
     indices = left + np.arange(p, dtype=np.float64)[None, :]
     weights = h(u - indices)
     weights = weights / np.sum(weights, axis=1, keepdims=True)
-    # Clamp (replicate the end points), as MATLAB does; not mirror.
-    indices = np.minimum(np.maximum(1, indices), in_len).astype(np.int64) - 1
+    if padding == "symmetric":  # mirror, edge pixel repeated: aux = [1:n, n:-1:1]
+        period = np.mod(indices.astype(np.int64) - 1, 2 * in_len)
+        indices = np.where(period < in_len, period, 2 * in_len - 1 - period)
+    else:  # clamp (replicate the end points), as the MATLAB that made the benchmark's LR files
+        indices = np.minimum(np.maximum(1, indices), in_len).astype(np.int64) - 1
     keep = np.any(weights != 0, axis=0)  # drop all-zero columns like MATLAB
     indices = np.ascontiguousarray(indices[:, keep])
     weights = np.ascontiguousarray(weights[:, keep])
@@ -131,10 +143,13 @@ def _plan(
     scale: float | Sequence[float] | None,
     output_shape: Sequence[int] | None,
     method: str,
+    padding: str = "replicate",
 ) -> tuple[list[float], list[int]]:
     """Validate arguments; return the (height, width) scales and output sizes."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; valid methods are: {', '.join(METHODS)}")
+    if padding not in PADDINGS:
+        raise ValueError(f"unknown padding {padding!r}; valid paddings are: {', '.join(PADDINGS)}")
     if (scale is None) == (output_shape is None):
         raise ValueError("give exactly one of `scale` and `output_shape`")
     if scale is not None:
@@ -162,7 +177,8 @@ def _plan(
 # --------------------------------------------------------------------------- numpy
 @lru_cache(maxsize=64)
 def _scipy_matrix(
-    in_len: int, out_len: int, scale: float, method: str, antialiasing: bool, dtype: type = np.float64
+    in_len: int, out_len: int, scale: float, method: str, antialiasing: bool, dtype: type = np.float64,
+    padding: str = "replicate",
 ) -> sp.csr_matrix:
     """The ``out_len x in_len`` resampling matrix as scipy CSR (cached), float64 or float32.
 
@@ -171,7 +187,7 @@ def _scipy_matrix(
     exactly the order of MATLAB's loop: uint8 results then round like MATLAB's even
     where the sum lands on ``n + 0.5``.
     """
-    idx, w = _contributions(in_len, out_len, scale, method, antialiasing)
+    idx, w = _contributions(in_len, out_len, scale, method, antialiasing, padding)
     p = idx.shape[1]
     indptr = np.arange(0, out_len * p + 1, p)
     return sp.csr_matrix((w.ravel().astype(dtype), idx.ravel(), indptr), shape=(out_len, in_len))
@@ -254,7 +270,7 @@ def _pass_order(in_hw, out_hw, scales, exact_order: bool) -> list[int]:
     return [1, 0] if out_hw[0] > in_hw[0] else [0, 1]
 
 
-def _imresize_numpy(img, scale, output_shape, method, antialiasing):
+def _imresize_numpy(img, scale, output_shape, method, antialiasing, padding="replicate"):
     if not isinstance(img, np.ndarray) or img.ndim not in (2, 3):
         raise ValueError(
             f"imresize expects a numpy HxW or HxWxC array or a torch tensor, got "
@@ -266,11 +282,11 @@ def _imresize_numpy(img, scale, output_shape, method, antialiasing):
             f"imresize expects uint8 or float input, got {img.dtype}; convert it first "
             f"(e.g. img.astype(np.float64))"
         )
-    scales, out_hw = _plan(img.shape[:2], scale, output_shape, method)
+    scales, out_hw = _plan(img.shape[:2], scale, output_shape, method, padding)
     aa = antialiasing and method != "nearest"
     x = np.ascontiguousarray(img if is_uint8 else img.astype(np.float64, copy=False))
     for axis in _pass_order(img.shape[:2], out_hw, scales, exact_order=is_uint8):
-        m = _scipy_matrix(x.shape[axis], out_hw[axis], scales[axis], method, aa)
+        m = _scipy_matrix(x.shape[axis], out_hw[axis], scales[axis], method, aa, np.float64, padding)
         h, w = x.shape[:2]
         tail = x.shape[2:]
         x3 = x.reshape(1, h, -1) if axis == 0 else x.reshape(h, w, -1)  # A x L x T
@@ -283,14 +299,14 @@ def _imresize_numpy(img, scale, output_shape, method, antialiasing):
 @lru_cache(maxsize=64)
 def _torch_matrix(
     in_len: int, out_len: int, scale: float, method: str, antialiasing: bool,
-    dtype: torch.dtype, device: torch.device,
+    dtype: torch.dtype, device: torch.device, padding: str = "replicate",
 ) -> torch.Tensor:
     """The ``out_len x in_len`` resampling matrix as a torch sparse CSR tensor (cached; GPU path).
 
     Clamped taps hitting the same border pixel are merged (their weights added);
     the float path does not need MATLAB's exact summation order.
     """
-    idx, w = _contributions(in_len, out_len, scale, method, antialiasing)
+    idx, w = _contributions(in_len, out_len, scale, method, antialiasing, padding)
     rows = np.repeat(np.arange(out_len), idx.shape[1])
     keep = w.ravel() != 0
     coo = torch.sparse_coo_tensor(
@@ -329,6 +345,7 @@ def imresize(
     output_shape: Sequence[int] | None = None,
     method: str = "bicubic",
     antialiasing: bool = True,
+    padding: str = "replicate",
 ) -> np.ndarray | torch.Tensor:
     """Resize an image exactly like MATLAB's ``imresize``.
 
@@ -343,6 +360,10 @@ def imresize(
             ``nearest``, ``lanczos2``, ``lanczos3``.
         antialiasing: stretch the kernel when shrinking (MATLAB's default).
             ``nearest`` never antialiases (MATLAB's default for it).
+        padding: source pixels outside the image: ``"replicate"`` clamps to the
+            edge (reproduces the benchmark's MATLAB-made LR files; the default),
+            ``"symmetric"`` mirrors (``aux = [1:n, n:-1:1]``; what MATLAB R2021a's
+            NIQE needs, see ``utils.calculate_niqe``).
 
     Returns:
         numpy: ``uint8`` for ``uint8`` input (each pass rounded half away from zero
@@ -355,8 +376,8 @@ def imresize(
             non-positive scale or size, unsupported dtype or number of dimensions.
     """
     if isinstance(img, torch.Tensor):
-        return imresize_torch(img, scale, output_shape, method, antialiasing)
-    return _imresize_numpy(img, scale, output_shape, method, antialiasing)
+        return imresize_torch(img, scale, output_shape, method, antialiasing, padding)
+    return _imresize_numpy(img, scale, output_shape, method, antialiasing, padding)
 
 
 def imresize_torch(
@@ -365,12 +386,13 @@ def imresize_torch(
     output_shape: Sequence[int] | None = None,
     method: str = "bicubic",
     antialiasing: bool = True,
+    padding: str = "replicate",
 ) -> torch.Tensor:
     """MATLAB ``imresize`` for float tensors, for data pipelines (not for autograd).
 
     Args:
         img: float tensor ``NxCxHxW`` or ``CxHxW``, CPU or GPU, any value range.
-        scale, output_shape, method, antialiasing: as :func:`imresize`.
+        scale, output_shape, method, antialiasing, padding: as :func:`imresize`.
 
     Returns:
         Tensor of the same dtype, device and number of dimensions, resized over
@@ -390,7 +412,7 @@ def imresize_torch(
             f"imresize_torch expects a float tensor, got {img.dtype}; use img.float() "
             f"(or pass a uint8 numpy array to imresize for MATLAB's uint8 rounding)"
         )
-    scales, out_hw = _plan(tuple(img.shape[-2:]), scale, output_shape, method)
+    scales, out_hw = _plan(tuple(img.shape[-2:]), scale, output_shape, method, padding)
     aa = antialiasing and method != "nearest"
     work = img.detach()
     if work.dtype not in (torch.float32, torch.float64):
@@ -404,7 +426,7 @@ def imresize_torch(
         xs = x.numpy()
         np_dtype = xs.dtype.type
         for d in order:
-            m = _scipy_matrix(xs.shape[1 + d], out_hw[d], scales[d], method, aa, np_dtype)
+            m = _scipy_matrix(xs.shape[1 + d], out_hw[d], scales[d], method, aa, np_dtype, padding)
             b, h, w = xs.shape
             if d == 0:
                 xs = _resize_axis_numpy(xs, m)  # B x H' x W
@@ -414,6 +436,6 @@ def imresize_torch(
     else:
         with torch.no_grad():
             for d in order:
-                m = _torch_matrix(x.shape[1 + d], out_hw[d], scales[d], method, aa, x.dtype, x.device)
+                m = _torch_matrix(x.shape[1 + d], out_hw[d], scales[d], method, aa, x.dtype, x.device, padding)
                 x = _resize_height_torch(x, m) if d == 0 else _resize_width_torch(x, m)
     return x.view(*lead, *out_hw).to(img.dtype)

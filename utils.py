@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import hashlib
 import os
 import pickle
@@ -581,6 +582,210 @@ def calculate_sharpness(img: np.ndarray, ref: np.ndarray, crop_border: int) -> f
     return float("nan") if den == 0 else num / den
 
 
+# --------------------------------------------------------------------------- NIQE
+# NIQE (Mittal, Soundararajan and Bovik, "Making a 'completely blind' image quality
+# analyzer", IEEE Signal Processing Letters 20(3), 2013): a no-reference measure of how far
+# an image's local statistics are from those of pristine natural photographs; lower is more
+# natural. Written from the paper and the NIQE MATLAB release (computequality.m,
+# estimateaggdparam.m, computefeature.m); the steps that decide the last digits are MATLAB's:
+#
+# * the image is the uint8 Y of rgb2ycbcr (grayscale as it is), made double, cropped to whole
+#   96x96 blocks (top-left kept);
+# * MSCN coefficients (I - mu) / (sigma + 1), mu and sigma from imfilter with the 7x7 Gaussian
+#   window (sigma 7/6) and 'replicate' borders, sigma = sqrt(|E[I^2] - mu^2|), the two
+#   filtered moments and sigma in single precision (see _mscn);
+# * per block 18 features: an AGGD fit of the MSCN values (alpha, mean of the two betas) and of
+#   the products with 4 neighbours (circshift by [0 1; 1 0; 1 1; 1 -1] *inside* the block,
+#   wrapping around; BRISQUE's fourth shift is [-1 1], NIQE's is [1 -1]):
+#   alpha, (beta_r - beta_l) Gamma(2/alpha) / Gamma(1/alpha), beta_l, beta_r; alpha is the
+#   point of the grid 0.2:0.001:10 whose moment ratio is nearest (first one on ties, the
+#   first grid point when the ratio is NaN, as MATLAB's min);
+# * the second scale is imresize(I, 0.5) of the double image (bicubic, antialiased, not
+#   rounded, borders mirrored as R2021a's imresize), with 48x48 blocks: 36 features per block;
+# * NIQE = sqrt((mu_p - mu_d) pinv((S_p + S_d) / 2) (mu_p - mu_d)'), mu_d = nanmean over the
+#   blocks, S_d = nancov (blocks with a NaN feature left out, normalised by N - 1).
+NIQE_BLOCK = 96  # block side at the first scale (the size the pristine model was fitted with)
+NIQE_MODEL_FILE = Path(__file__).resolve().parent / "checkpoints" / "niqe_pris_params.npz"
+
+
+@functools.lru_cache(maxsize=1)
+def _niqe_model() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The pristine model ``(mu 36, cov 36x36, window 7x7)``, float64, loaded once.
+
+    ``checkpoints/niqe_pris_params.npz`` holds ``mu_pris_param`` (1x36), ``cov_pris_param``
+    (36x36) and ``gaussian_window`` (7x7) as estimated by the NIQE MATLAB release
+    (live.ece.utexas.edu, ``modelparameters.mat``), in the copy distributed with BasicSR
+    (Apache-2.0).
+    """
+    if not NIQE_MODEL_FILE.is_file():
+        raise FileNotFoundError(f"NIQE model file {NIQE_MODEL_FILE} is missing; restore it from the kit's "
+                                f"repository (checkpoints/niqe_pris_params.npz)")
+    with np.load(NIQE_MODEL_FILE) as f:
+        mu = np.asarray(f["mu_pris_param"], dtype=np.float64).reshape(-1)
+        cov = np.asarray(f["cov_pris_param"], dtype=np.float64)
+        window = np.asarray(f["gaussian_window"], dtype=np.float64)
+    for arr in (mu, cov, window):
+        arr.setflags(write=False)
+    return mu, cov, window
+
+
+def _matlab_colon(start: float, step: float, stop: float) -> np.ndarray:
+    """MATLAB's ``start:step:stop``: the first half counted up from ``start``, the second down
+    from ``stop``, so both ends are exact (``np.arange`` drifts by a few ulps towards the end)."""
+    n = int(round((stop - start) / step))
+    k = np.arange(n + 1, dtype=np.float64)
+    half = n // 2
+    return np.where(k <= half, start + k * step, stop - (n - k) * step)
+
+
+@functools.lru_cache(maxsize=1)
+def _aggd_grid() -> tuple[np.ndarray, np.ndarray]:
+    """The shape grid 0.2:0.001:10 and its moment ratio ``Gamma(2/g)^2 / (Gamma(1/g) Gamma(3/g))``.
+
+    The ratio increases strictly with ``g`` (0.0 .. 0.75), which lets the nearest grid point be
+    found by bisection instead of by scanning all 9,801 points for every block.
+    """
+    from scipy.special import gamma  # scipy: already needed by imresize
+
+    shapes = _matlab_colon(0.2, 0.001, 10.0)
+    ratio = gamma(2 / shapes) ** 2 / (gamma(1 / shapes) * gamma(3 / shapes))
+    if not np.all(np.diff(ratio) > 0):  # the bisection below relies on it
+        raise RuntimeError("the AGGD moment ratio is not increasing on the grid")
+    shapes.setflags(write=False)
+    ratio.setflags(write=False)
+    return shapes, ratio
+
+
+def _aggd_fit(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Asymmetric generalised Gaussian fit of each row of ``x`` (``B x N`` float64), as
+    ``estimateaggdparam.m``: moment matching on the grid of :func:`_aggd_grid`.
+
+    Returns ``(alpha, beta_left, beta_right)``, each of length ``B``. A row without negative
+    (or positive) values gets NaN betas and alpha 0.2, as MATLAB.
+    """
+    shapes, ratio = _aggd_grid()
+    sq = x * x
+    neg, pos = x < 0, x > 0
+    with np.errstate(invalid="ignore", divide="ignore"):  # empty sides give NaN, as in MATLAB
+        left_std = np.sqrt((sq * neg).sum(axis=1) / neg.sum(axis=1))
+        right_std = np.sqrt((sq * pos).sum(axis=1) / pos.sum(axis=1))
+        g = left_std / right_std
+        r = np.abs(x).mean(axis=1) ** 2 / sq.mean(axis=1)
+        r_norm = r * (g**3 + 1) * (g + 1) / (g**2 + 1) ** 2
+    # Nearest grid ratio: the minimum of (ratio - r_norm)^2 lies among the neighbours of the
+    # insertion point; taking the first minimum of those few equals MATLAB's min over the grid.
+    at = np.searchsorted(ratio, np.nan_to_num(r_norm, nan=-np.inf))
+    cand = np.clip(at[:, None] + np.arange(-2, 2), 0, ratio.size - 1)
+    best = cand[np.arange(cand.shape[0]), np.argmin((ratio[cand] - r_norm[:, None]) ** 2, axis=1)]
+    best[np.isnan(r_norm)] = 0  # MATLAB's min of an all-NaN vector returns index 1
+    alpha = shapes[best]
+    from scipy.special import gamma
+
+    spread = np.sqrt(gamma(1 / alpha) / gamma(3 / alpha))
+    return alpha, left_std * spread, right_std * spread
+
+
+def _niqe_block_features(mscn: np.ndarray, block: int) -> np.ndarray:
+    """The 18 features of every ``block x block`` block of an MSCN map, ``nblocks x 18``.
+
+    Vectorised over the blocks (no Python loop over them); circular shifts wrap inside each
+    block, as ``circshift`` on the block in ``computefeature.m``.
+    """
+    from scipy.special import gamma
+
+    h, w = mscn.shape
+    blocks = mscn.reshape(h // block, block, w // block, block).transpose(0, 2, 1, 3).reshape(-1, block, block)
+    nb = blocks.shape[0]
+    alpha, bl, br = _aggd_fit(blocks.reshape(nb, -1))
+    feats = [alpha, (bl + br) / 2]
+    for shift in ((0, 1), (1, 0), (1, 1), (1, -1)):  # right, down, down-right, down-left (not BRISQUE's up-right)
+        pair = blocks * np.roll(blocks, shift, axis=(1, 2))
+        alpha, bl, br = _aggd_fit(pair.reshape(nb, -1))
+        feats += [alpha, (br - bl) * gamma(2 / alpha) / gamma(1 / alpha), bl, br]
+    return np.stack(feats, axis=1)
+
+
+def _mscn(img: np.ndarray, window: np.ndarray) -> np.ndarray:
+    """Mean-subtracted contrast-normalised coefficients of a float64 ``HxW`` image (float64 out).
+
+    ``imfilter(..., 'replicate')`` is a correlation with edge pixels repeated. The local mean
+    and second moment are rounded to single precision and sigma is formed in single: that is
+    what reproduces MATLAB R2021a (3e-7 on the baboon; float64 throughout lands 3.9e-4 away,
+    because ``E[I^2] - mu^2`` cancels in flat areas and the rounding there moves sigma).
+    """
+    from scipy.ndimage import correlate1d
+
+    g = window.sum(axis=1)  # the Gaussian window is g g' (rank 1): filter rows, then columns
+
+    def imfilter(a: np.ndarray) -> np.ndarray:
+        return correlate1d(correlate1d(a, g, axis=0, mode="nearest"), g, axis=1, mode="nearest")
+
+    mu = imfilter(img).astype(np.float32)
+    second = imfilter(img * img).astype(np.float32)
+    sigma = np.sqrt(np.abs(second - mu * mu)).astype(np.float64)  # float32 arithmetic
+    return (img - mu) / (sigma + 1)
+
+
+def calculate_niqe(img: np.ndarray, crop_border: int = 0) -> float:
+    """NIQE of a ``uint8`` image (no reference needed); lower = more natural.
+
+    MATLAB's NIQE (Mittal et al., IEEE SPL 2013; the NIQE MATLAB release, block 96x96, no
+    overlap) with its pristine model (``checkpoints/niqe_pris_params.npz``: the release's
+    ``modelparameters.mat``, as distributed with BasicSR under Apache-2.0). RGB images are
+    scored on the Y channel of MATLAB ``rgb2ycbcr`` (:func:`rgb2y`, rounded to uint8 as MATLAB
+    does, the PSNR protocol), grayscale as it is; the second scale is made with the kit's
+    MATLAB-exact ``imresize`` by 0.5. Matches MATLAB R2021a on Set14's baboon (480x492) to
+    about 1e-7. Pristine photographs score about 3-5, bicubic x4 upscales about 7-8.
+
+    Args:
+        img: ``uint8`` ``HxWx3`` RGB or ``HxW`` grayscale.
+        crop_border: pixels shaved from each side first (use ``scale`` for SR results, as
+            for PSNR). What is left is cropped to whole 96x96 blocks from the top-left.
+
+    Returns:
+        the NIQE score (float, >= 0).
+
+    Raises:
+        ValueError: not a ``uint8`` HxW / HxWx3 array, bad ``crop_border``, or fewer than
+            two 96x96 blocks left after the crop (the covariance needs two).
+    """
+    from imresize import imresize  # local import, as bicubic_upscale: keeps "import utils" light
+
+    if not isinstance(img, np.ndarray) or img.dtype != np.uint8:
+        raise ValueError(f"calculate_niqe: expects a uint8 numpy image, got "
+                         f"{getattr(img, 'dtype', type(img).__name__)}; convert with tensor2img first")
+    if img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] != 3):
+        raise ValueError(f"calculate_niqe: expects HxW or HxWx3 RGB, got shape {img.shape}")
+    if not isinstance(crop_border, (int, np.integer)) or crop_border < 0:
+        raise ValueError(f"calculate_niqe: crop_border must be an integer >= 0, got {crop_border!r}")
+    y = rgb2y(img) if img.ndim == 3 else img
+    b = int(crop_border)
+    y = y[b:y.shape[0] - b, b:y.shape[1] - b]
+    rows, cols = y.shape[0] // NIQE_BLOCK, y.shape[1] // NIQE_BLOCK
+    if rows * cols < 2:
+        raise ValueError(f"calculate_niqe: the image is {img.shape[0]}x{img.shape[1]} (crop_border "
+                         f"{crop_border}); NIQE needs at least two 96x96 blocks, e.g. 96x192")
+    mu_p, cov_p, window = _niqe_model()
+    x = y[:rows * NIQE_BLOCK, :cols * NIQE_BLOCK].astype(np.float64)
+    feats = [_niqe_block_features(_mscn(x, window), NIQE_BLOCK)]
+    # float in, float out (not rounded, as MATLAB on a double image); mirrored borders, as
+    # MATLAB R2021a (clamped borders land 0.01 away from its baboon value).
+    x = imresize(x, 0.5, padding="symmetric")
+    feats.append(_niqe_block_features(_mscn(x, window), NIQE_BLOCK // 2))
+    feats = np.concatenate(feats, axis=1)  # nblocks x 36
+    complete = feats[~np.isnan(feats).any(axis=1)]
+    if complete.shape[0] < 2:
+        raise ValueError("calculate_niqe: fewer than two blocks have finite features (a flat image?); "
+                         "NIQE is undefined for it")
+    mu_d = np.nanmean(feats, axis=0)  # each feature over the blocks that have it, as nanmean
+    cov_d = np.cov(complete, rowvar=False)  # normalised by N - 1, as nancov
+    cov = (cov_p + cov_d) / 2
+    # MATLAB's pinv tolerance: max(size) * norm(A) * eps.
+    inv = np.linalg.pinv(cov, rcond=max(cov.shape) * np.finfo(np.float64).eps)
+    d = mu_p - mu_d
+    return float(np.sqrt(d @ inv @ d))
+
+
 # --------------------------------------------------------------------------- inference
 def _model_scale(model: torch.nn.Module) -> int:
     """The integer ``scale`` attribute of a network (looking inside DataParallel/DDP wrappers)."""
@@ -802,7 +1007,9 @@ def evaluate(
     option: scores must not depend on the hardware's precision), or with
     :func:`bicubic_upscale` when ``model`` is None, and scored against its HR image by :func:`calculate_psnr`
     and :func:`calculate_ssim` on the Y channel with ``crop_border = scale`` (grayscale
-    images as they are), the protocol of the published tables.
+    images as they are), the protocol of the published tables, and on its own by
+    :func:`calculate_niqe` (no reference; same border shaved). :func:`evaluate_hr` gives
+    the HR images' own NIQE, the reference row of a table.
 
     Args:
         model: SR network with attribute ``scale`` equal to ``scale``, or None for bicubic.
@@ -815,8 +1022,10 @@ def evaluate(
 
     Returns:
         One dict per image, in dataset order: ``{"name": str, "psnr": float (dB),
-        "ssim": float, "sharpness": float (:func:`calculate_sharpness`), "seconds": float}``
-        where ``seconds`` is the wall time of the super-resolution alone (not the scoring).
+        "ssim": float, "niqe": float (lower = more natural; NaN for an image smaller than
+        two 96x96 blocks after the shave), "sharpness": float (:func:`calculate_sharpness`),
+        "seconds": float}`` where ``seconds`` is the wall time of the super-resolution alone
+        (not the scoring).
 
     Raises:
         ValueError: the model's scale differs from ``scale``, or an SR result's shape
@@ -845,9 +1054,41 @@ def evaluate(
             "name": name,
             "psnr": calculate_psnr(sr, hr, crop_border=scale),
             "ssim": calculate_ssim(sr, hr, crop_border=scale),
+            "niqe": niqe_or_nan(sr, crop_border=scale),
             "sharpness": calculate_sharpness(sr, hr, crop_border=scale),
             "seconds": seconds,
         })
+    return rows
+
+
+def niqe_or_nan(img: np.ndarray, crop_border: int = 0) -> float:
+    """:func:`calculate_niqe`, or NaN when the image is too small for two 96x96 blocks
+    (a table row then still has every image; :func:`mean_metrics` leaves NaN out)."""
+    h, w = img.shape[:2]
+    if (h - 2 * crop_border) // NIQE_BLOCK * ((w - 2 * crop_border) // NIQE_BLOCK) < 2:
+        return float("nan")
+    return calculate_niqe(img, crop_border=crop_border)
+
+
+def evaluate_hr(dataset, scale: int, progress: bool = True) -> list[dict]:
+    """NIQE of the HR images themselves: the reference row beside :func:`evaluate`'s rows.
+
+    Args:
+        dataset: as for :func:`evaluate` (only ``"name"`` and ``"hr"`` are used).
+        scale: the set's upscaling factor; ``scale`` border pixels are shaved, as from the
+            SR results, so that the HR row is scored on the same pixels.
+        progress: show a tqdm bar.
+
+    Returns:
+        One dict per image, in dataset order: ``{"name": str, "niqe": float}`` (NaN for an
+        image smaller than two 96x96 blocks after the shave).
+    """
+    from tqdm.auto import tqdm
+
+    rows = []
+    for i in tqdm(range(len(dataset)), desc="evaluate HR", disable=not progress, unit="img"):
+        item = dataset[i]
+        rows.append({"name": item["name"], "niqe": niqe_or_nan(item["hr"], crop_border=scale)})
     return rows
 
 
@@ -998,23 +1239,32 @@ def load_sr_input(path: PathLike, scale: int, is_hr: bool = True) -> tuple[np.nd
     return lr, hr
 
 
+METRIC_KEYS = ("psnr", "ssim", "niqe", "sharpness", "seconds")  # what mean_metrics averages
+
+
 def mean_metrics(rows: list[dict]) -> dict[str, float]:
-    """Average the per-image rows of ``evaluate``.
+    """Average the per-image rows of :func:`evaluate` (or :func:`evaluate_hr`).
 
     Args:
-        rows: dicts with at least ``"psnr"``, ``"ssim"``, ``"seconds"`` (and
-            ``"sharpness"``, averaged when every row has it).
+        rows: dicts holding some of ``"psnr"``, ``"ssim"``, ``"niqe"``, ``"sharpness"``,
+            ``"seconds"``; a key is averaged when every row has it.
 
     Returns:
-        ``{"psnr": dB, "ssim": float, "seconds": per image, "images": count}`` (means over
-        images, as papers report them; NaN for an empty list), plus ``"sharpness"``.
+        ``{key: mean over images, ..., "images": count}`` in the order of ``METRIC_KEYS``
+        (means over images, as papers report them). NIQE is averaged over the images that
+        have one (NaN rows, too small for NIQE, are left out; NaN if none has). An empty list
+        gives ``{"psnr": nan, "ssim": nan, "seconds": nan, "images": 0}``.
     """
-    keys = ["psnr", "ssim", "seconds"]
-    if rows and all("sharpness" in r for r in rows):
-        keys.insert(2, "sharpness")
     if not rows:
-        return {**{k: float("nan") for k in keys}, "images": 0}
-    return {**{k: float(np.mean([r[k] for r in rows])) for k in keys}, "images": len(rows)}
+        return {"psnr": float("nan"), "ssim": float("nan"), "seconds": float("nan"), "images": 0}
+    means = {}
+    for key in METRIC_KEYS:
+        if all(key in r for r in rows):
+            values = np.array([r[key] for r in rows], dtype=np.float64)
+            if key == "niqe":
+                values = values[~np.isnan(values)]
+            means[key] = float(values.mean()) if values.size else float("nan")
+    return {**means, "images": len(rows)}
 
 
 def markdown_table(header: list[str], rows: list[list]) -> str:
@@ -1139,6 +1389,82 @@ def comparison_figure(panels: list[tuple[str, np.ndarray]], crop: tuple[slice, s
                                        crop[0].stop - crop[0].start, fill=False, edgecolor="yellow", linewidth=1.5))
             if row == 0:
                 ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def blend_images(sr_psnr: np.ndarray, sr_gan: np.ndarray, alpha: float) -> np.ndarray:
+    """Image interpolation: ``(1 - alpha) * sr_psnr + alpha * sr_gan`` pixel by pixel.
+
+    Args:
+        sr_psnr, sr_gan: ``uint8`` images of the same shape (the PSNR and GAN generators' outputs).
+        alpha: weight of ``sr_gan``, in ``[0, 1]``.
+
+    Returns:
+        ``uint8`` of the same shape, rounded half away from zero (as MATLAB).
+    """
+    if sr_psnr.shape != sr_gan.shape or sr_psnr.dtype != np.uint8 or sr_gan.dtype != np.uint8:
+        raise ValueError(f"blend_images: expects two uint8 images of the same shape, got {sr_psnr.dtype} "
+                         f"{sr_psnr.shape} and {sr_gan.dtype} {sr_gan.shape}")
+    if not 0.0 <= float(alpha) <= 1.0:
+        raise ValueError(f"blend_images: alpha must be in [0, 1] (0 = PSNR image, 1 = GAN image), got {alpha}")
+    mix = (1 - alpha) * sr_psnr.astype(np.float64) + alpha * sr_gan.astype(np.float64)
+    return np.floor(mix + 0.5).astype(np.uint8)  # mix >= 0: half away from zero
+
+
+def interpolation_curves(network_srs: dict[float, np.ndarray], hr: np.ndarray | None, scale: int) -> list[dict]:
+    """Network vs image interpolation (ESRGAN, Fig. 10): PSNR and NIQE for each alpha.
+
+    Args:
+        network_srs: ``{alpha: uint8 SR image}`` made by the network interpolation
+            (``models.interpolate_networks(psnr, gan, alpha)``, then :func:`super_resolve`);
+            it must hold alpha 0 (the PSNR generator) and 1 (the GAN generator), whose outputs
+            are blended pixel-wise (:func:`blend_images`) for the image interpolation.
+        hr: the ``uint8`` HR image for PSNR, or None (PSNR is then NaN).
+        scale: border shaved for PSNR and NIQE (as :func:`evaluate`).
+
+    Returns:
+        one dict per alpha, in increasing alpha: ``{"alpha", "psnr_network", "niqe_network",
+        "psnr_image", "niqe_image"}`` (dB; NIQE lower = more natural, NaN when too small).
+    """
+    if 0 not in network_srs or 1 not in network_srs:
+        raise ValueError(f"interpolation_curves: network_srs needs alpha 0 and 1 (the two generators' "
+                         f"outputs), got alphas {sorted(network_srs)}")
+
+    def scores(img: np.ndarray) -> tuple[float, float]:
+        psnr = float("nan") if hr is None else calculate_psnr(img, hr, crop_border=scale)
+        return psnr, niqe_or_nan(img, crop_border=scale)
+
+    rows = []
+    for alpha in sorted(network_srs):
+        psnr_net, niqe_net = scores(network_srs[alpha])
+        psnr_img, niqe_img = scores(blend_images(network_srs[0], network_srs[1], alpha))
+        rows.append({"alpha": float(alpha), "psnr_network": psnr_net, "niqe_network": niqe_net,
+                     "psnr_image": psnr_img, "niqe_image": niqe_img})
+    return rows
+
+
+def interpolation_figure(rows: list[dict]):
+    """PSNR vs alpha and NIQE vs alpha, network and image interpolation side by side.
+
+    Args:
+        rows: :func:`interpolation_curves`'s output.
+
+    Returns:
+        a matplotlib Figure with two panels (show it with :func:`show_figure`).
+    """
+    import matplotlib.pyplot as plt
+
+    alphas = [r["alpha"] for r in rows]
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    for ax, key, title in ((axes[0], "psnr", "PSNR (dB), higher = closer to HR"),
+                           (axes[1], "niqe", "NIQE, lower = more natural")):
+        for kind, style in (("network", "o-"), ("image", "s--")):
+            ax.plot(alphas, [r[f"{key}_{kind}"] for r in rows], style, label=f"{kind} interpolation")
+        ax.set_xlabel("alpha (0 = PSNR generator, 1 = GAN generator)")
+        ax.set_title(title, fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
     fig.tight_layout()
     return fig
 

@@ -1,10 +1,11 @@
 """Quality of the x4 generators on Set5 and Set14, and how the shipped weights were exported.
 
 Scores bicubic and each generator with test.ipynb's protocol (``utils.evaluate``: MATLAB
-``imresize`` LR, uint8 SR, Y channel, 4 border pixels shaved) plus the kit's sharpness
-measure (``utils.calculate_sharpness``: gradient magnitude vs HR, 1 = as sharp as HR), prints
-one Markdown table, and draws zoomed crops of every Set5 image from every method (the
-"look sharper" check of the GAN generator).
+``imresize`` LR, uint8 SR, Y channel, 4 border pixels shaved), with NIQE (``utils.calculate_niqe``,
+no reference, lower = more natural; the HR images get their own row, ``utils.evaluate_hr``)
+and the kit's sharpness measure (``utils.calculate_sharpness``: gradient magnitude vs HR,
+1 = as sharp as HR), prints one Markdown table, and draws zoomed crops of every Set5 image
+from every method (the "look sharper" check of the GAN generator).
 
     python benchmarks/quality.py                                  # shipped checkpoints/*.pth
     python benchmarks/quality.py --generators runs/x/generator_stage2.pth --crops crops.png
@@ -52,9 +53,14 @@ def load_sets(benchmark: Path | None) -> dict[str, EvalDataset]:
 
 
 def score(net: torch.nn.Module | None, sets: dict[str, EvalDataset]) -> dict[str, dict[str, float]]:
-    """Mean PSNR / SSIM / sharpness per set (``utils.mean_metrics`` of ``utils.evaluate``)."""
+    """Mean PSNR / SSIM / NIQE / sharpness per set (``utils.mean_metrics`` of ``utils.evaluate``)."""
     return {name: utils.mean_metrics(utils.evaluate(net, data, SCALE, progress=False))
             for name, data in sets.items()}
+
+
+def score_hr(sets: dict[str, EvalDataset]) -> dict[str, dict[str, float]]:
+    """Mean NIQE of the HR images per set (``utils.evaluate_hr``, same border shaved)."""
+    return {name: utils.mean_metrics(utils.evaluate_hr(data, SCALE, progress=False)) for name, data in sets.items()}
 
 
 def export(checkpoint: Path, dst: Path, sets: dict[str, EvalDataset], hardware: str, train_data: str,
@@ -93,13 +99,13 @@ def export(checkpoint: Path, dst: Path, sets: dict[str, EvalDataset], hardware: 
                 "note": note}
     if interpolate_with is not None:
         training["network_interpolation"] = {"alpha": float(alpha), "psnr_network": Path(interpolate_with).name}
-    metrics_x4 = {name: {"psnr": round(m["psnr"], 4), "ssim": round(m["ssim"], 5),
+    metrics_x4 = {name: {"psnr": round(m["psnr"], 4), "ssim": round(m["ssim"], 5), "niqe": round(m["niqe"], 4),
                          "sharpness": round(m["sharpness"], 4)} for name, m in metrics.items()}
     models.save_generator(dst, net, config=state["config"], training=training, log=log,
                           metrics_x4=metrics_x4)
     print(f"wrote {dst}: {training}")
     for name, m in metrics.items():  # unrounded: rounding twice can change the last digit
-        print(f"  {name}: {m['psnr']:.2f} dB / {m['ssim']:.4f}, sharpness {m['sharpness']:.2f}")
+        print(f"  {name}: {m['psnr']:.2f} dB / {m['ssim']:.4f}, NIQE {m['niqe']:.2f}, sharpness {m['sharpness']:.2f}")
 
 
 def crops_figure(sets: dict[str, EvalDataset], nets: dict[str, torch.nn.Module], path: Path, size: int = 64) -> None:
@@ -124,15 +130,18 @@ def crops_figure(sets: dict[str, EvalDataset], nets: dict[str, torch.nn.Module],
                       interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
+            niqe = utils.niqe_or_nan(img, SCALE)
             if label != "HR":
-                ax.set_xlabel(f"{utils.calculate_psnr(img, hr, SCALE):.2f} dB, "
-                              f"sharp. {utils.calculate_sharpness(img, hr, SCALE):.2f}", fontsize=8)
+                ax.set_xlabel(f"{utils.calculate_psnr(img, hr, SCALE):.2f} dB, NIQE {niqe:.2f}, "
+                              f"sharp. {utils.calculate_sharpness(img, hr, SCALE):.2f}", fontsize=7)
+            else:
+                ax.set_xlabel(f"NIQE {niqe:.2f}", fontsize=7)
             if row == 0:
                 ax.set_title(label, fontsize=10)
             if col == 0:
                 ax.set_ylabel(item["name"], fontsize=9)
     fig.suptitle(f"{len(data)} test images x{SCALE}, most detailed {size}x{size} HR crop "
-                 "(PSNR and sharpness of the whole image)", fontsize=10)
+                 "(PSNR, NIQE and sharpness of the whole image)", fontsize=10)
     fig.tight_layout()
     utils.save_figure(fig, path, dpi=110)
     plt.close(fig)
@@ -180,12 +189,16 @@ def main() -> None:
         kind = "psnr" if "srresnet" in path.name or "stage1" in path.name else "gan"
         label = utils.model_label(kind, net, path)
         nets[label if label not in nets else f"{label} {path.parent.name}/{path.name}"] = net
-    rows = []
+    # one row per method: PSNR / SSIM per set, then NIQE and sharpness of all sets (README layout)
+    hr = score_hr(sets)
+    rows = [["HR (reference)"] + ["-"] * len(sets) + [" / ".join(f"{hr[s]['niqe']:.2f}" for s in sets), ""]]
     for label, net in {"Bicubic": None, **nets}.items():
         metrics = score(net, sets)
-        rows.append([label] + [f"{metrics[s]['psnr']:.2f} / {metrics[s]['ssim']:.4f} / {metrics[s]['sharpness']:.2f}"
-                               for s in sets])
-    print(utils.markdown_table(["Method"] + [f"{s} PSNR / SSIM / sharpness" for s in sets], rows))
+        rows.append([label] + [f"{metrics[s]['psnr']:.2f} / {metrics[s]['ssim']:.4f}" for s in sets]
+                    + [" / ".join(f"{metrics[s][key]:.2f}" for s in sets) for key in ("niqe", "sharpness")])
+    names = " / ".join(sets)
+    print(utils.markdown_table(["Method"] + [f"{s} PSNR / SSIM" for s in sets]
+                               + [f"NIQE {names}", f"sharpness {names}"], rows))
     if args.crops and nets:
         crops_figure(sets, nets, Path(args.crops))
 

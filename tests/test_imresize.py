@@ -330,3 +330,40 @@ def test_torch_sparse_engine_used_for_gpu(scale):
     mw = imr._torch_matrix(26, ow, scale, "bicubic", True, torch.float32, cpu)
     out = imr._resize_width_torch(imr._resize_height_torch(planes, mh), mw).view(2, 3, oh, ow)
     torch.testing.assert_close(out, imresize(x, scale), atol=1e-6, rtol=0)
+
+
+# --------------------------------------------------------------- padding="symmetric"
+@pytest.mark.parametrize("scale", [0.5, 0.25, 1 / 3, 3])
+def test_symmetric_padding_mirrors_the_source_indices(scale):
+    """padding="symmetric" maps outside taps as MATLAB's aux = [1:n, n:-1:1] (np.pad 'symmetric');
+    the weights and the taps inside the image are those of the default (clamping)."""
+    n = 11
+    out = math.ceil(n * scale)
+    idx_c, w_c = imr._contributions(n, out, scale, "bicubic", True)
+    idx_s, w_s = imr._contributions(n, out, scale, "bicubic", True, "symmetric")
+    np.testing.assert_array_equal(w_s, w_c)
+    # the unclamped 1-based taps, rebuilt from the clamped ones where they are inside
+    x = np.arange(1, out + 1)[:, None]
+    width = 4 / scale if scale < 1 else 4
+    u = x / scale + 0.5 * (1 - 1 / scale)
+    left = np.floor(u - width / 2)
+    full = (left + np.arange(int(math.ceil(width)) + 2)[None, :]).astype(int)
+    keep = (imr._cubic((u - full) * min(scale, 1)) != 0).any(axis=0)  # the columns MATLAB keeps
+    full = full[:, keep]
+    pad = 2 * n
+    mirror = np.pad(np.arange(n), pad, mode="symmetric")
+    np.testing.assert_array_equal(idx_s, mirror[full - 1 + pad])
+    inside = (full >= 1) & (full <= n)
+    np.testing.assert_array_equal(idx_s[inside], idx_c[inside])
+    assert not np.array_equal(idx_s, idx_c)  # the border taps do differ
+
+
+def test_symmetric_padding_numpy_and_torch_agree():
+    img = RNG.random((40, 52))
+    a = imresize(img, 0.5, padding="symmetric")
+    assert not np.allclose(a, imresize(img, 0.5))  # borders differ from clamping
+    np.testing.assert_allclose(a[3:-3, 3:-3], imresize(img, 0.5)[3:-3, 3:-3], atol=1e-12)  # interior same
+    t = imresize(torch.from_numpy(img)[None, None], 0.5, padding="symmetric")[0, 0].numpy()
+    np.testing.assert_allclose(t, a, atol=1e-12)
+    with pytest.raises(ValueError, match="unknown padding"):
+        imresize(img, 0.5, padding="reflect")

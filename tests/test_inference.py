@@ -153,7 +153,8 @@ def test_evaluate_bicubic_and_model_rows():
     rows = evaluate(None, data, scale=4, progress=False)
     assert [r["name"] for r in rows] == ["img0", "img1"]
     for row, item in zip(rows, data):
-        assert set(row) == {"name", "psnr", "ssim", "sharpness", "seconds"}
+        assert set(row) == {"name", "psnr", "ssim", "niqe", "sharpness", "seconds"}
+        assert np.isnan(row["niqe"])  # 64x48 HR: too small for two 96x96 NIQE blocks
         sr = bicubic_upscale(item["lr"], 4)
         assert row["psnr"] == calculate_psnr(sr, item["hr"], 4)
         assert row["ssim"] == calculate_ssim(sr, item["hr"], 4)

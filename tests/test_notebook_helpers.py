@@ -183,6 +183,13 @@ def test_mean_metrics():
     rows = [{"psnr": 24.0, "ssim": 0.6, "sharpness": 0.5, "seconds": 1.0},
             {"psnr": 26.0, "ssim": 0.8, "sharpness": 0.9, "seconds": 3.0}]
     assert utils.mean_metrics(rows)["sharpness"] == pytest.approx(0.7)
+    # NIQE: averaged over the images that have one (NaN = too small for NIQE)
+    rows = [{"psnr": 24.0, "ssim": 0.6, "niqe": 5.0, "seconds": 1.0},
+            {"psnr": 26.0, "ssim": 0.8, "niqe": float("nan"), "seconds": 3.0},
+            {"psnr": 28.0, "ssim": 0.7, "niqe": 7.0, "seconds": 2.0}]
+    assert utils.mean_metrics(rows) == pytest.approx({"psnr": 26.0, "ssim": 0.7, "niqe": 6.0, "seconds": 2.0,
+                                                      "images": 3})
+    assert np.isnan(utils.mean_metrics([{"niqe": float("nan")}])["niqe"])
 
 
 def test_markdown_table():
