@@ -1115,13 +1115,14 @@ def find_checkpoints(root: PathLike = ".", scale: int = 4) -> dict[str, Path | N
     * ``"gan"`` (stage 2): ``checkpoints/srgan_x{scale}.pth``, else
       ``runs/<name>/generator_stage2.pth``.
 
-    "Newest" is by modification time. When both come from ``runs/``, the stage-1 file of the
+    Only run files of ``scale`` count (read from their architecture record); "newest" is by
+    modification time. When both come from ``runs/``, the stage-1 file of the
     run that gave the stage-2 one is preferred, so that the pair has the same architecture
     (network interpolation needs that).
 
     Args:
         root: the kit's folder (the one holding ``checkpoints/`` and ``runs/``).
-        scale: upscaling factor of the shipped weights to look for.
+        scale: upscaling factor of the generators to look for.
 
     Returns:
         ``{"psnr": Path | None, "gan": Path | None}``; paths are ``root / relative path``
@@ -1129,8 +1130,14 @@ def find_checkpoints(root: PathLike = ".", scale: int = 4) -> dict[str, Path | N
     """
     root = Path(root)
 
+    def run_scale(path: Path) -> int | None:
+        try:  # the scale the generator was built for, from the file's architecture record
+            return int(load_state(path, "generator checkpoint")["arch"]["kwargs"]["scale"])
+        except (CheckpointError, KeyError, TypeError, ValueError):
+            return None  # not a usable generator file: not a candidate
+
     def newest(kind: str) -> Path | None:
-        files = [p for p in root.glob(f"runs/*/{_RUN_FILES[kind]}") if p.is_file()]
+        files = [p for p in root.glob(f"runs/*/{_RUN_FILES[kind]}") if p.is_file() and run_scale(p) == scale]
         return max(files, key=lambda p: (p.stat().st_mtime, str(p))) if files else None
 
     found: dict[str, Path | None] = {}

@@ -33,6 +33,14 @@ def touch(path: Path, mtime: float | None = None) -> Path:
     return path
 
 
+def run_generator(path: Path, mtime: float | None = None, scale: int = 4) -> Path:
+    """A real (tiny) generator file of ``scale``, as a training run writes it."""
+    models.save_generator(path, tiny(scale))
+    if mtime is not None:
+        os.utime(path, (mtime, mtime))
+    return path
+
+
 def listing(folder: Path) -> list[str]:
     """Every file under ``folder`` (temporary files included), relative."""
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
@@ -49,24 +57,30 @@ def test_find_checkpoints_nothing(tmp_path):
 
 def test_find_checkpoints_prefers_shipped(tmp_path):
     now = time.time()
-    touch(tmp_path / "runs/quick/generator_stage1.pth", now)
-    touch(tmp_path / "runs/quick/generator_stage2.pth", now)
+    run_generator(tmp_path / "runs/quick/generator_stage1.pth", now)
+    run_generator(tmp_path / "runs/quick/generator_stage2.pth", now)
     shipped_psnr = touch(tmp_path / "checkpoints/srresnet_x4.pth", now - 100)
     found = utils.find_checkpoints(tmp_path)
     assert found["psnr"] == shipped_psnr  # shipped wins even when older
     assert found["gan"] == tmp_path / "runs/quick/generator_stage2.pth"
     shipped_gan = touch(tmp_path / "checkpoints/srgan_x4.pth", now - 100)
     assert utils.find_checkpoints(tmp_path) == {"psnr": shipped_psnr, "gan": shipped_gan}
-    # the shipped names carry the scale
-    assert utils.find_checkpoints(tmp_path, scale=2)["gan"] == tmp_path / "runs/quick/generator_stage2.pth"
+    # the shipped names carry the scale, and run files count only for their own scale
+    assert utils.find_checkpoints(tmp_path, scale=2) == {"psnr": None, "gan": None}
+    x2 = run_generator(tmp_path / "runs/x2/generator_stage2.pth", now - 500, scale=2)
+    assert utils.find_checkpoints(tmp_path, scale=2)["gan"] == x2
+    assert utils.find_checkpoints(tmp_path)["gan"] == shipped_gan
+    (tmp_path / "runs/bad").mkdir()
+    (tmp_path / "runs/bad/generator_stage2.pth").write_text("not a checkpoint")  # never picked
+    assert utils.find_checkpoints(tmp_path, scale=2)["gan"] == x2
 
 
 def test_find_checkpoints_newest_run_and_pairing(tmp_path):
     now = time.time()
-    touch(tmp_path / "runs/old/generator_stage1.pth", now - 300)
-    touch(tmp_path / "runs/old/generator_stage2.pth", now - 200)
+    run_generator(tmp_path / "runs/old/generator_stage1.pth", now - 300)
+    run_generator(tmp_path / "runs/old/generator_stage2.pth", now - 200)
     # a newer run that has only finished stage 1
-    touch(tmp_path / "runs/new/generator_stage1.pth", now - 10)
+    run_generator(tmp_path / "runs/new/generator_stage1.pth", now - 10)
     found = utils.find_checkpoints(tmp_path)
     # the newest stage-2 file, and the stage-1 file of the same run (same architecture)
     assert found == {"psnr": tmp_path / "runs/old/generator_stage1.pth",
@@ -76,7 +90,7 @@ def test_find_checkpoints_newest_run_and_pairing(tmp_path):
 
 
 def test_find_checkpoints_relative_root(tmp_path, monkeypatch):
-    touch(tmp_path / "runs/quick/generator_stage2.pth")
+    run_generator(tmp_path / "runs/quick/generator_stage2.pth")
     monkeypatch.chdir(tmp_path)
     found = utils.find_checkpoints()
     assert found["gan"] == Path("runs/quick/generator_stage2.pth")
