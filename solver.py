@@ -676,6 +676,19 @@ def train(config: EasyDict) -> dict:
 # ---------------------------------------------------------------------- one update
 
 
+def optimizer_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer,
+                   scaler: torch.amp.GradScaler | None = None) -> None:
+    """``zero_grad``, ``backward`` of the scalar ``loss``, ``step`` (through ``scaler`` when given)."""
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is None:
+        loss.backward()
+        optimizer.step()
+    else:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)  # skipped when the gradients hold inf/NaN (fp16)
+        scaler.update()
+
+
 def pretrain_step(generator: nn.Module, lr: torch.Tensor, hr: torch.Tensor, optimizer: torch.optim.Optimizer,
                   pixel: str = "mse", scaler: torch.amp.GradScaler | None = None) -> dict[str, torch.Tensor]:
     """One stage-1 update of the generator with the pixel loss (the SRResNet's training).
@@ -696,34 +709,14 @@ def pretrain_step(generator: nn.Module, lr: torch.Tensor, hr: torch.Tensor, opti
         ``{"loss_pixel": loss}``: the loss before the update, a detached 0-dim tensor.
     """
     ### BEGIN SOLUTION
-    ### TASK: solver.pretrain_step - sr = generator(lr), pixel_loss(sr, hr, pixel), zero_grad, backward, optimizer
-    ###   step (through scaler when given); return {"loss_pixel": loss.detach()} (Ledig et al. 2017, Sec. 3.2:
-    ###   the SRResNet, G trained alone with the pixel MSE, which initialises the SRGAN)
+    ### TASK: solver.pretrain_step - sr = generator(lr), pixel_loss(sr, hr, pixel), one update of G with
+    ###   optimizer_step(loss, optimizer, scaler); return {"loss_pixel": loss.detach()} (Ledig et al. 2017,
+    ###   Sec. 3.2: the SRResNet, G trained alone with the pixel MSE, which initialises the SRGAN)
     sr = generator(lr)                                 # Nx3x(s*h)x(s*w)
     loss = pixel_loss(sr.float(), hr, pixel)           # in fp32, whatever autocast computed sr in
-    optimizer.zero_grad(set_to_none=True)
-    if scaler is None:
-        loss.backward()
-        optimizer.step()
-    else:
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)                         # skipped when the gradients hold inf/NaN
-        scaler.update()
+    optimizer_step(loss, optimizer, scaler)            # zero_grad, backward, step
     return {"loss_pixel": loss.detach()}
     ### END SOLUTION
-
-
-def optimizer_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer,
-                   scaler: torch.amp.GradScaler | None = None) -> None:
-    """``zero_grad``, ``backward`` of the scalar ``loss``, ``step`` (through ``scaler`` when given)."""
-    optimizer.zero_grad(set_to_none=True)
-    if scaler is None:
-        loss.backward()
-        optimizer.step()
-    else:
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
 
 
 def d_step(discriminator: nn.Module, hr: torch.Tensor, sr: torch.Tensor, optimizer: torch.optim.Optimizer,

@@ -20,6 +20,7 @@ import models
 import solver
 import utils
 from create_data_lists import write_data_list
+from test_solver import _smooth_image
 
 # torchvision vgg16().features: conv indices (each followed by its ReLU); max-pools at 4, 9, 16, 23, 30
 VGG16_CONVS = [0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28]
@@ -221,12 +222,6 @@ def test_srgan_lab_preset_is_the_labs_recipe():
     solver.check_config(cfg)
     with pytest.raises(ValueError, match="stage2.tv_type"):
         solver.check_config(solver.make_config("srgan-lab", stage2={"tv_type": "l2"}))
-
-
-def _smooth_image(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
-    small = rng.integers(0, 256, (h // 8 + 1, w // 8 + 1, 3)).astype(np.float64)
-    big = np.kron(small, np.ones((8, 8, 1)))[:h, :w]
-    return np.clip(big + rng.normal(0, 8, big.shape), 0, 255).astype(np.uint8)
 
 
 @pytest.fixture(scope="module")
