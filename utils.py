@@ -1280,7 +1280,8 @@ def markdown_table(header: list[str], rows: list[list]) -> str:
     Args:
         header: column titles.
         rows: one list of cells per row (formatted with ``str``; format numbers beforehand
-            to choose their decimals). Columns whose cells are all numbers are right-aligned.
+            to choose their decimals). Columns whose cells are all numbers (empty cells
+            allowed, e.g. a reference row without PSNR) are right-aligned.
 
     Returns:
         the table as one string, lines separated by ``\\n``.
@@ -1293,7 +1294,8 @@ def markdown_table(header: list[str], rows: list[list]) -> str:
             return False
 
     def align(col: int) -> str:
-        return "---:" if rows and all(is_number(r[col]) for r in rows) else "---"
+        cells = [r[col] for r in rows if str(r[col]) != ""]
+        return "---:" if cells and all(is_number(c) for c in cells) else "---"
 
     lines = ["| " + " | ".join(map(str, header)) + " |",
              "| " + " | ".join(align(c) for c in range(len(header))) + " |"]

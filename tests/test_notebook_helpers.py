@@ -212,6 +212,10 @@ def test_markdown_table():
     assert lines[0] == "| Method | PSNR (dB) |"
     assert lines[1] == "| --- | ---: |"  # numbers right-aligned
     assert lines[3] == "| SRGAN | 26.02 |" and len(lines) == 4
+    # a reference row with an empty cell keeps the column right-aligned; text does not
+    table = utils.markdown_table(["Method", "PSNR", "NIQE"], [["SRGAN", "26.02", "6.49"], ["HR", "", "4.92"]])
+    assert table.split("\n")[1] == "| --- | ---: | ---: |"
+    assert utils.markdown_table(["A"], [["x"], [""]]).split("\n")[1] == "| --- |"
 
 
 def test_save_csv_and_text(tmp_path):
