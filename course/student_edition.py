@@ -22,13 +22,14 @@ execution counts and timing metadata.
 What the edition holds (the same flat layout as the reference):
 
 * every file ``git ls-files`` lists (tracked, plus untracked files that git does not ignore),
-  except the reference-only ones: this script, the rating tool, the CI script, the reference
+  except the reference-only ones: this script, the CI script, the reference
   tests (from ``tests/`` only ``conftest.py`` and ``tests/tasks/`` go: the other tests check
   the reference's internals and would fail on unfinished code), the SRResNet's training
   state in ``checkpoints/resume/``, and model files (``.pth``, ``.pt``, ``.ckpt``,
   ``.safetensors``) unless ``--with-weights`` adds the shipped ones in ``checkpoints/``;
 * from ``course/`` only what students use: ``check_submission.py``, ``report.py``,
-  ``report_template.md``;
+  ``report_template.md``, and the rating tool (``rating.py``, ``rating_page.html``), which
+  ``super_resolution.ipynb`` calls to build the Set5 rating session;
 * ``README.md`` for students (from ``course/student_README.md``); the reference README
   becomes ``README_kit.md`` (without its section for teachers); ``REPORT.md``, the report to fill in (from
   ``course/report_template.md``);
@@ -61,7 +62,8 @@ MODEL_SUFFIXES = (".pth", ".pt", ".ckpt", ".safetensors")
 REFERENCE_ONLY_FILES = {"course/student_edition.py", "course/student_README.md", ".ci/run"}
 REFERENCE_ONLY_DIRS = ("checkpoints/resume/", ".ci/")
 # From course/ and tests/ only these go into the edition.
-COURSE_FILES = {"course/check_submission.py", "course/report.py", "course/report_template.md"}
+COURSE_FILES = {"course/check_submission.py", "course/report.py", "course/report_template.md",
+                "course/rating.py", "course/rating_page.html"}
 TEST_FILES = {"tests/conftest.py"}
 TEST_DIRS = ("tests/tasks/",)
 GITIGNORE_DROP = "# reference only"
