@@ -23,14 +23,16 @@ README_ROW = {"psnr": "SRResNet, shipped", "gan": "SRGAN-MSE, shipped"}  # first
 
 @pytest.fixture(scope="module")
 def scores(tmp_path_factory, benchmark_dir) -> dict:
-    """Mean PSNR/SSIM/sharpness of bicubic and each shipped generator on Set5 and Set14."""
+    """Mean PSNR/SSIM/NIQE/sharpness of bicubic and each shipped generator on Set5 and Set14,
+    and (key "hr") the HR images' own NIQE."""
     lists = prepare_test_lists(tmp_path_factory.mktemp("lists"), 4, data_root=tmp_path_factory.mktemp("data"),
                                bundled=benchmark_dir)
     sets = {name: EvalDataset(str(lists[name]), 4) for name in ("Set5", "Set14")}
     nets = {"bicubic": None, **{kind: models.load_generator_checked(path, 4) for kind, path in SHIPPED.items()
                                 if path.is_file()}}
-    return {kind: {name: utils.mean_metrics(utils.evaluate(net, data, 4, progress=False))
-                   for name, data in sets.items()} for kind, net in nets.items()}
+    return {**{kind: {name: utils.mean_metrics(utils.evaluate(net, data, 4, progress=False))
+                      for name, data in sets.items()} for kind, net in nets.items()},
+            "hr": {name: utils.mean_metrics(utils.evaluate_hr(data, 4, progress=False)) for name, data in sets.items()}}
 
 
 @pytest.mark.parametrize("kind", ["psnr", "gan"])
@@ -81,6 +83,23 @@ def test_readme_results_table_prints_the_stored_scores(kind):
         assert psnr == pytest.approx(stored[name]["psnr"], abs=0.005 + 1e-4), name
         assert ssim == pytest.approx(stored[name]["ssim"], abs=5e-5 + 1e-5), name
         assert sharp == pytest.approx(stored[name]["sharpness"], abs=0.005 + 1e-4), name
+
+
+def test_readme_niqe_column_is_what_the_kit_measures(scores):
+    """The README's NIQE column (the last one, "Set5 / Set14") for HR, bicubic and the shipped
+    generators; written by hand from `python benchmarks/quality.py`."""
+    lines = (REPO / "README.md").read_text().splitlines()
+    header = next(line for line in lines if line.startswith("| method | Set5 | Set14 |"))
+    assert header.rstrip(" |").endswith("NIQE Set5 / Set14")
+    for kind, first_cell in (("hr", "HR (reference)"), ("bicubic", "bicubic (this kit)"),
+                             ("psnr", f"**{README_ROW['psnr']}"), ("gan", f"**{README_ROW['gan']}")):
+        if kind not in scores:
+            continue
+        rows = [line for line in lines if line.startswith(f"| {first_cell}")]
+        assert len(rows) == 1, f"README has {len(rows)} rows starting with {first_cell}"
+        cell = rows[0].strip().strip("|").split("|")[-1].strip()
+        for name, value in zip(("Set5", "Set14"), cell.split("/")):
+            assert float(value) == pytest.approx(scores[kind][name]["niqe"], abs=0.005 + 1e-4), (kind, name)
 
 
 def test_shipped_srresnet_reaches_the_set5_target_of_issue_5(scores):
