@@ -62,6 +62,7 @@ import numpy as np
 from PIL import Image, PngImagePlugin
 from tqdm import tqdm
 
+from imresize import imresize
 from utils import IMAGE_EXTENSIONS, ImageReadError, PathLike, atomic_write, modcrop, read_image, save_image
 
 # Default locations (relative to the working directory, normally the repository root).
@@ -371,8 +372,6 @@ def build_list(
             lr_path = cache_dir / f"{cand.name}.png"
             key = lr_cache_key(hr, scale)
             if not _lr_cache_valid(lr_path, key, (h // scale, w // scale)):
-                from imresize import imresize  # imported here: only test lists need it
-
                 # output_shape rather than scale=1/scale: ceil(in * (1/3)) can overshoot by one in floating point
                 _save_lr_cache(imresize(modcrop(hr, scale), output_shape=(h // scale, w // scale)), lr_path, key)
         seen.add(cand.name)

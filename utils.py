@@ -750,8 +750,6 @@ def calculate_niqe(img: np.ndarray, crop_border: int = 0) -> float:
         ValueError: not a ``uint8`` HxW / HxWx3 array, bad ``crop_border``, or fewer than
             two 96x96 blocks left after the crop (the covariance needs two).
     """
-    from imresize import imresize  # local import, as bicubic_upscale: keeps "import utils" light
-
     if not isinstance(img, np.ndarray) or img.dtype != np.uint8:
         raise ValueError(f"calculate_niqe: expects a uint8 numpy image, got "
                          f"{getattr(img, 'dtype', type(img).__name__)}; convert with tensor2img first")

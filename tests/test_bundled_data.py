@@ -2,6 +2,8 @@
 same files as the team's copy they were taken from."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import filecmp
 import shutil
 import subprocess
@@ -9,7 +11,11 @@ import subprocess
 import pytest
 from PIL import Image
 
-from conftest import BENCHMARK, BUNDLED, REPO
+# not `from conftest import ...`: tests/tasks has a conftest.py too, and which one the
+# name `conftest` means depends on the order pytest collects them
+REPO = Path(__file__).resolve().parents[1]
+BENCHMARK = REPO.parent / "shared" / "data" / "benchmark"
+BUNDLED = REPO / "benchmarks" / "data"
 
 SETS = {"Set5": 5, "Set14": 14}
 

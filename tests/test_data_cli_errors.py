@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 import create_data_lists as cdl
-from conftest import REPO
+REPO = Path(__file__).resolve().parents[1]  # not from conftest: tests/tasks has a conftest.py too
 
 
 def one_line_error(argv: list[str], capsys, progress: bool = True) -> str:
