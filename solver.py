@@ -1294,6 +1294,8 @@ def _read_checkpoint(path: Path) -> dict:
     """``load_checkpoint`` with every way a file can be unusable turned into one line."""
     try:
         ckpt = load_checkpoint(path)
+    except CheckpointError:
+        raise  # already one line naming the file and what is wrong with it
     except OSError as err:
         raise SolverError(f"cannot read {path}: {err.strerror or _one_line(err)}") from None
     except Exception as err:  # noqa: BLE001 - a damaged file makes the unpickler raise anything

@@ -216,7 +216,7 @@ def test_malicious_pickle_is_refused_by_load_generator_and_from_srresnet(tmp_pat
     assert not marker.exists()
 
 
-def test_malicious_checkpoint_is_refused_on_resume(tiny_lists, tmp_path):
+def test_malicious_checkpoint_is_refused_on_resume(tiny_lists, tmp_path, capsys):
     out = tmp_path / "run"
     out.mkdir()
     path, marker = _malicious_file(out, "checkpoint.pth")
@@ -231,9 +231,12 @@ def test_malicious_checkpoint_is_refused_on_resume(tiny_lists, tmp_path):
     _assert_one_line(err, "checkpoint.pth", "never unpickles code")
     assert not marker.exists()
     assert _snapshot(out) == before  # nothing written or overwritten
-    # the command line reads the saved config first: the code must not run there either
-    with pytest.raises(Exception):
-        solver.main(["--out", str(out), "--resume"])
+    # the command line reads the saved config first: the code must not run there either, and the
+    # user gets one line, not a traceback
+    capsys.readouterr()
+    assert solver.main(["--out", str(out), "--resume"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "never unpickles code" in lines[0]
     assert not marker.exists()
 
 
