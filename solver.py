@@ -831,7 +831,9 @@ def train_stage1_epoch(generator: nn.Module, loader: DataLoader, optimizer: torc
     generator.train()
     sums: dict[str, torch.Tensor] = {}
     steps = 0
-    bar = tqdm(loader, desc=f"stage {stage} epoch {epoch}", leave=False, disable=not ctx.progress,
+    # at most one refresh a second: in a notebook each refresh is a widget message, and a flood of
+    # them can push a cell's last messages out of the kernel's output queue
+    bar = tqdm(loader, desc=f"stage {stage} epoch {epoch}", leave=False, disable=not ctx.progress, mininterval=1.0,
                dynamic_ncols=True)
     for lr, hr in bar:
         lr, hr = _to_device(lr, ctx), _to_device(hr, ctx)
@@ -845,7 +847,7 @@ def train_stage1_epoch(generator: nn.Module, loader: DataLoader, optimizer: torc
         for k, v in losses.items():
             sums[k] = sums.get(k, 0) + v
         if steps % ctx.log_every == 0:
-            bar.set_postfix(loss=f"{sums['loss_pixel'].item() / steps:.4g}")
+            bar.set_postfix(loss=f"{sums['loss_pixel'].item() / steps:.4g}", refresh=False)
     bar.close()
     mean = _epoch_means(sums, steps, stage, epoch, ctx).get("loss_pixel", 0.0)
     return {"loss_g": mean, "loss_content": mean, "steps": steps}
@@ -876,7 +878,9 @@ def train_stage2_epoch(generator: nn.Module, discriminator: nn.Module | None, lo
         discriminator.train()
     sums: dict[str, torch.Tensor] = {}
     steps = 0
-    bar = tqdm(loader, desc=f"stage {stage} epoch {epoch}", leave=False, disable=not ctx.progress,
+    # at most one refresh a second: in a notebook each refresh is a widget message, and a flood of
+    # them can push a cell's last messages out of the kernel's output queue
+    bar = tqdm(loader, desc=f"stage {stage} epoch {epoch}", leave=False, disable=not ctx.progress, mininterval=1.0,
                dynamic_ncols=True)
     try:
         for lr, hr in bar:
@@ -910,7 +914,7 @@ def train_stage2_epoch(generator: nn.Module, discriminator: nn.Module | None, lo
                     post.update(D=f"{sums['loss_d'].item() / steps:.3g}",
                                 Dx=f"{sums['d_real'].item() / steps:.2f}",
                                 DGz=f"{sums['d_fake'].item() / steps:.2f}")
-                bar.set_postfix(post)
+                bar.set_postfix(post, refresh=False)
     finally:
         bar.close()
         _set_requires_grad(d_plain, True)
