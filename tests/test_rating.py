@@ -429,6 +429,8 @@ def test_rating_session_in_headless_chromium(tmp_path, browser):
     WebDriverWait(browser, 10).until(lambda d: list(d.downloads.glob("*.csv")))
     downloaded = list(browser.downloads.glob("*.csv"))
     assert [p.name for p in downloaded] == ["ratings_Ada_the_1st.csv"]
+    # Chromium can create the file empty and fill it a moment later: wait for all its bytes
+    WebDriverWait(browser, 10).until(lambda d: downloaded[0].stat().st_size >= len(text.encode()))
     assert downloaded[0].read_text() == text
 
     # the next rater: after a confirmation the ratings leave the browser and the name is asked again
