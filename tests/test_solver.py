@@ -33,21 +33,26 @@ def _smooth_image(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     return np.clip(big + rng.normal(0, 8, big.shape), 0, 255).astype(np.uint8)
 
 
-@pytest.fixture(scope="module")
-def tiny_lists(tmp_path_factory) -> dict:
-    """Three 48x48 training images and one 32x32 validation image, with their JSON lists."""
-    root = tmp_path_factory.mktemp("data")
+def write_tiny_lists(root: Path, n_train: int, side: int) -> dict:
+    """``n_train`` smooth ``side``x``side`` training images and one 32x32 validation image in
+    ``root``, with their x4 JSON lists: ``{"train": path, "val": path}``."""
     rng = np.random.default_rng(0)
     train = []
-    for k in range(3):
+    for k in range(n_train):
         path = root / f"train_{k}.png"
-        utils.save_image(_smooth_image(rng, 48, 48), path)
+        utils.save_image(_smooth_image(rng, side, side), path)
         train.append({"name": f"train_{k}", "hr": str(path), "lr": None})
     val_path = root / "val_0.png"
     utils.save_image(_smooth_image(rng, 32, 32), val_path)
     write_data_list(root / "train.json", "train", 4, train)
     write_data_list(root / "val.json", "val", 4, [{"name": "val_0", "hr": str(val_path), "lr": None}])
     return {"train": str(root / "train.json"), "val": str(root / "val.json")}
+
+
+@pytest.fixture(scope="module")
+def tiny_lists(tmp_path_factory) -> dict:
+    """Three 48x48 training images and one 32x32 validation image, with their JSON lists."""
+    return write_tiny_lists(tmp_path_factory.mktemp("data"), 3, 48)
 
 
 def tiny_config(lists: dict, out: Path, preset: str = "srgan-mse", **overrides):

@@ -11,16 +11,13 @@ import socket
 import threading
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
 
 import models
 import solver
-import utils
-from create_data_lists import write_data_list
-from test_solver import _smooth_image
+from test_solver import write_tiny_lists
 
 # torchvision vgg16().features: conv indices (each followed by its ReLU); max-pools at 4, 9, 16, 23, 30
 VGG16_CONVS = [0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28]
@@ -227,18 +224,7 @@ def test_srgan_lab_preset_is_the_labs_recipe():
 @pytest.fixture(scope="module")
 def lab_lists(tmp_path_factory) -> dict:
     """Two 64x64 training images and one 32x32 validation image, with their JSON lists."""
-    root = tmp_path_factory.mktemp("data")
-    rng = np.random.default_rng(0)
-    train = []
-    for k in range(2):
-        path = root / f"train_{k}.png"
-        utils.save_image(_smooth_image(rng, 64, 64), path)
-        train.append({"name": f"train_{k}", "hr": str(path), "lr": None})
-    val_path = root / "val_0.png"
-    utils.save_image(_smooth_image(rng, 32, 32), val_path)
-    write_data_list(root / "train.json", "train", 4, train)
-    write_data_list(root / "val.json", "val", 4, [{"name": "val_0", "hr": str(val_path), "lr": None}])
-    return {"train": str(root / "train.json"), "val": str(root / "val.json")}
+    return write_tiny_lists(tmp_path_factory.mktemp("data"), 2, 64)
 
 
 def _lab_config(lists: dict, out: Path, **overrides):
