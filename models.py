@@ -9,6 +9,7 @@ What is in this file, in order:
 * ``RRDBNet`` - the ESRGAN generator (Wang et al., ECCVW 2018): residual-in-residual dense
   blocks, no batch norm.
 * ``VGGStyleDiscriminator`` - the ESRGAN discriminator.
+* ``spectral_normalize`` - spectral normalisation of either discriminator (an option of stage 2).
 * ``interpolate_networks`` - ESRGAN network interpolation between a PSNR-oriented and a
   GAN-trained generator.
 * ``TruncatedVGG19`` - frozen ImageNet VGG19 feature extractor phi_{i,j} for the
@@ -213,7 +214,7 @@ class Generator(SRResNet):
             arch = state_or_model["arch"]
             if arch.get("name") not in ("SRResNet", "Generator"):
                 raise ValueError(f"checkpoint holds a {arch.get('name')!r}, not an SRResNet")
-            kwargs, state = dict(arch["kwargs"]), clean_state_dict(state_or_model["generator"])
+            kwargs, state = dict(arch["kwargs"]), clean_state_dict(generator_weights(state_or_model))
         elif isinstance(state_or_model, dict):
             state = clean_state_dict(state_or_model)
             kwargs = _srresnet_kwargs_from_state(state)
@@ -433,6 +434,33 @@ class VGGStyleDiscriminator(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         feat = self.pool(self.features(x))
         return self.classifier(feat.flatten(1)).squeeze(1)
+
+
+def spectral_normalize(discriminator: nn.Module) -> nn.Module:
+    """Spectral normalisation (Miyato et al., ICLR 2018) of a discriminator, in place.
+
+    Every ``Conv2d`` and ``Linear`` weight is divided by its largest singular value (one
+    power iteration per training forward, ``torch.nn.utils.parametrizations.spectral_norm``),
+    so each layer is 1-Lipschitz; every ``BatchNorm2d`` becomes an ``nn.Identity``, since a
+    batch norm would rescale by 1 / std and undo the bound (SN-GAN and Real-ESRGAN's
+    discriminators have none either). A D with a bounded slope cannot grow the sharp,
+    periodic responses that teach G checkerboards and grids.
+
+    Args:
+        discriminator: ``Discriminator`` or ``VGGStyleDiscriminator`` (any module works).
+
+    Returns:
+        the same module; its ``state_dict`` keys change (``...weight`` becomes
+        ``...parametrizations.weight.original`` plus the power-iteration vectors), so a
+        checkpoint of it loads only into a spectrally normalised discriminator.
+    """
+    for parent in list(discriminator.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, nn.BatchNorm2d):
+                setattr(parent, name, nn.Identity())
+            elif isinstance(child, (nn.Conv2d, nn.Linear)):
+                setattr(parent, name, nn.utils.parametrizations.spectral_norm(child))
+    return discriminator
 
 
 def interpolate_networks(psnr_state: dict, gan_state: dict, alpha: float) -> dict:
@@ -885,7 +913,8 @@ def load_generator(path: PathLike, device: str | torch.device = "cpu") -> nn.Mod
 
     Args:
         path: checkpoint file holding ``{"arch": ..., "generator": state_dict, ...}``;
-            ``module.`` / ``_orig_mod.`` key prefixes are accepted.
+            ``module.`` / ``_orig_mod.`` key prefixes are accepted. A training checkpoint
+            with ``generator_ema`` gives the EMA generator (``generator_weights``).
         device: where to put the network.
 
     Returns:
@@ -904,10 +933,19 @@ def load_generator(path: PathLike, device: str | torch.device = "cpu") -> nn.Mod
             f"{path} is not a kit generator checkpoint: expected a dict with keys 'arch' and "
             f"'generator' (written by models.save_generator / solver.py), found {found}. "
             "For a bare state_dict build the network yourself and call load_state_dict.")
-    check_finite_state(checkpoint["generator"], f"generator checkpoint {path}")
+    weights = generator_weights(checkpoint)
+    check_finite_state(weights, f"generator checkpoint {path}")
     model = build_generator(checkpoint["arch"])
-    _load_state(model, checkpoint["generator"], f"weights in {path}")
+    _load_state(model, weights, f"weights in {path}")
     return model.to(device).eval()
+
+
+def generator_weights(checkpoint: dict) -> dict:
+    """The generator ``state_dict`` a kit checkpoint stands for: its EMA weights when it has
+    them (a training checkpoint of a run with ``stage2.ema_decay > 0``, whose validation and
+    exported files use the EMA), else ``checkpoint["generator"]``."""
+    ema = checkpoint.get("generator_ema")
+    return ema if ema is not None else checkpoint["generator"]
 
 
 def load_generator_checked(path: PathLike, scale: int, device: str | torch.device = "cpu") -> nn.Module:

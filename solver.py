@@ -29,7 +29,7 @@ Files written in ``config.out``
 ``checkpoint.pth``      rewritten atomically (temp file + ``os.replace``) after every epoch.
 ``generator_stage1.pth``/``generator_stage2.pth``  the generator at the end of each stage
                         (``models.save_generator`` format).
-``log.csv``             one row per epoch (losses, D outputs, PSNR/SSIM, lr, seconds).
+``log.csv``             one row per epoch (losses, D outputs, PSNR/SSIM/NIQE, lr, seconds).
 ``curves.png``          training curves, redrawn after every epoch.
 ``samples/``            a few validation images super-resolved after every epoch.
 ``generators/``         with ``keep_generators``: every epoch's generator, ``stage2_epoch0003.pth``.
@@ -48,6 +48,8 @@ strings, lists, dicts), so ``models.load_generator`` reads it too:
 * ``arch``: ``{"name", "kwargs"}`` of the generator (``models.generator_arch``).
 * ``generator``: generator ``state_dict``.
 * ``discriminator_arch`` / ``discriminator``: same for the discriminator, or ``None`` in stage 1.
+* ``generator_ema``: the EMA generator's ``state_dict`` (``stage2.ema_decay > 0``), else ``None``
+  (absent in files written before it existed).
 * ``optimizer_g`` / ``optimizer_d``, ``scheduler_g`` / ``scheduler_d``,
   ``scaler_g`` / ``scaler_d``: state dicts (``None`` where not used).
 * ``stage``: 1 or 2 -- the stage the run is in; ``epoch``: epochs *completed* in that stage.
@@ -359,7 +361,8 @@ BASE_CONFIG: dict[str, Any] = {
     },
     "model": {
         "generator": {"name": "SRResNet", "kwargs": {"scale": 4, "n_blocks": 16, "channels": 64}},
-        "discriminator": {"name": "Discriminator", "kwargs": {"channels": 64, "fc_size": 1024}},
+        "discriminator": {"name": "Discriminator", "kwargs": {"channels": 64, "fc_size": 1024},
+                          "spectral_norm": False},  # True: models.spectral_normalize (no BN); not the paper
     },
     "vgg": {
         "weights": None,         # path to the ImageNet VGG19 weights (VGG16 for vgg16_lab;
@@ -399,6 +402,8 @@ BASE_CONFIG: dict[str, Any] = {
         "vgg_before_activation": False,
         "vgg_criterion": "mse",
         "vgg_feature_scale": 1 / 12.75,
+        "ema_decay": 0.0,        # > 0: validate and export an EMA of G's weights (ema_update), e.g. 0.999;
+                                 # 0 = the paper (the trained weights themselves)
     },
     "speed": {
         "channels_last": True,   # NHWC activations: faster convolutions on CPU and GPU
@@ -664,12 +669,15 @@ def train(config: EasyDict) -> dict:
                 optimizer_d, scheduler_d = make_optimizer(run, discriminator, cfg2.lr_d, cfg2.betas, cfg2,
                                                           run.epochs2)
                 states["d"], nets["d"] = (optimizer_d, scheduler_d, scaler_d), discriminator
+            ema = None
+            if cfg2.ema_decay > 0:  # validated and exported instead of G (restored on resume)
+                ema = nets["g_ema"] = copy.deepcopy(generator).requires_grad_(False)
             g_train, d_train = wrap(run, generator), wrap(run, discriminator)
             for epoch in remaining_epochs(run, 2, states, nets):
                 metrics = train_stage2_epoch(g_train, d_train, run.loader, optimizer_g, optimizer_d, scheduler_g,
-                                             scheduler_d, content, run.ctx, cfg2, stage=2, epoch=epoch)
+                                             scheduler_d, content, run.ctx, cfg2, stage=2, epoch=epoch, ema=ema)
                 end_epoch(run, 2, epoch, metrics, states, nets)
-            finish_stage(run, 2, generator)
+            finish_stage(run, 2, ema if ema is not None else generator)
         return finish_run(run)
 
 
@@ -770,6 +778,24 @@ def g_step(sr: torch.Tensor, hr: torch.Tensor, discriminator: nn.Module | None, 
     return {"loss_g": loss.detach(), **{k: v.detach() for k, v in terms.items()}}
 
 
+@torch.no_grad()
+def ema_update(ema: nn.Module, generator: nn.Module, decay: float) -> None:
+    """(3) ``ema = decay * ema + (1 - decay) * generator``, for every floating tensor of the
+    ``state_dict`` (weights and BatchNorm statistics); integer buffers are copied.
+
+    An exponential moving average of G's weights over the last ~``1 / (1 - decay)`` steps
+    (``stage2.ema_decay``; 0.999: ~1000 steps): adversarial updates make G oscillate, and
+    patterns that come and go average out of the EMA (Yazici et al., ICLR 2019; Real-ESRGAN
+    and BasicSR validate and release the EMA). ``ema`` and ``generator``: the same
+    architecture, plain modules (not DDP-wrapped).
+    """
+    for e, g in zip(ema.state_dict().values(), generator.state_dict().values()):
+        if e.is_floating_point():
+            e.lerp_(g, 1.0 - decay)
+        else:
+            e.copy_(g)
+
+
 # ---------------------------------------------------------------------- one epoch
 
 
@@ -856,8 +882,9 @@ def train_stage1_epoch(generator: nn.Module, loader: DataLoader, optimizer: torc
 def train_stage2_epoch(generator: nn.Module, discriminator: nn.Module | None, loader: DataLoader,
                        optimizer_g: torch.optim.Optimizer, optimizer_d: torch.optim.Optimizer | None,
                        scheduler_g, scheduler_d, content: ContentLoss, ctx, cfg2,
-                       stage: int = 2, epoch: int = 1) -> dict[str, float]:
-    """One epoch of stage 2: per batch ``sr = G(lr)``, then ``d_step``, then ``g_step``.
+                       stage: int = 2, epoch: int = 1, ema: nn.Module | None = None) -> dict[str, float]:
+    """One epoch of stage 2: per batch ``sr = G(lr)``, then ``d_step``, then ``g_step``
+    (then ``ema_update`` of ``ema``, the plain EMA generator, when given).
 
     The machinery around the two updates: batches to the device, autocast (``ctx``),
     ``ctx.scaler_d`` / ``ctx.scaler_g``, D frozen (``requires_grad`` off) during the G step,
@@ -901,6 +928,8 @@ def train_stage2_epoch(generator: nn.Module, discriminator: nn.Module | None, lo
                                       ctx.check_every)
                     _set_requires_grad(d_plain, False)
                 losses.update(g_step(sr, hr, d_plain, content, optimizer_g, cfg2, _enabled(ctx.get("scaler_g"))))
+            if ema is not None:
+                ema_update(ema, _unwrap(generator), cfg2.ema_decay)
             scheduler_g.step()
             if check:
                 _check_finite({k.replace("loss_", "") + " loss": v for k, v in losses.items()
@@ -936,8 +965,9 @@ def validate(generator: nn.Module, eval_dataset, scale: int, device: torch.devic
         samples_dir / n_samples / prefix: save the first ``n_samples`` SR images as
             ``<samples_dir>/<prefix><name>.png``.
 
-    Returns ``{"psnr": float, "ssim": float}`` (dB, and SSIM in [0, 1]). Autocast is turned
-    off here, so scores do not depend on the training's mixed precision.
+    Returns ``{"psnr": float, "ssim": float, "niqe": float}`` (dB; SSIM in [0, 1]; NIQE, lower
+    = more natural, NaN when every image is too small for it), means over the images.
+    Autocast is turned off here, so scores do not depend on the training's mixed precision.
     """
     if max_images is not None and max_images < len(eval_dataset):
         eval_dataset = torch.utils.data.Subset(eval_dataset, range(max_images))
@@ -955,8 +985,8 @@ def validate(generator: nn.Module, eval_dataset, scale: int, device: torch.devic
                     utils.save_image(sr, Path(samples_dir) / f"{prefix}{name}.png")
     finally:
         generator.train(was_training)
-    return {"psnr": float(np.mean([r["psnr"] for r in rows])),
-            "ssim": float(np.mean([r["ssim"] for r in rows]))}
+    means = utils.mean_metrics(rows)
+    return {key: means[key] for key in ("psnr", "ssim", "niqe")}
 
 
 # =====================================================================================
@@ -1022,7 +1052,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
 # ---------------------------------------------------------------------- logging
 
 LOG_COLUMNS = ["stage", "epoch", "step", "lr", "loss_g", "loss_content", "loss_adv", "loss_pixel",
-               "loss_tv", "loss_d", "d_real", "d_fake", "psnr", "ssim", "seconds"]
+               "loss_tv", "loss_d", "d_real", "d_fake", "psnr", "ssim", "niqe", "seconds"]
 
 
 def write_log_csv(rows: list[dict], path: str | os.PathLike) -> None:
@@ -1397,10 +1427,12 @@ DISCRIMINATORS = {"Discriminator": lambda **kw: models.Discriminator(**kw),
 
 
 def build_discriminator(arch: dict) -> nn.Module:
-    """``{"name": "Discriminator" | "VGGStyleDiscriminator", "kwargs": {...}}`` -> module."""
+    """``{"name": "Discriminator" | "VGGStyleDiscriminator", "kwargs": {...}, "spectral_norm": bool}``
+    -> module (``models.spectral_normalize``-d when ``spectral_norm``)."""
     if arch["name"] not in DISCRIMINATORS:
         raise ValueError(f"unknown discriminator {arch['name']!r}; choose one of {sorted(DISCRIMINATORS)}")
-    return DISCRIMINATORS[arch["name"]](**arch.get("kwargs", {}))
+    net = DISCRIMINATORS[arch["name"]](**arch.get("kwargs", {}))
+    return models.spectral_normalize(net) if arch.get("spectral_norm") else net
 
 
 def _place(run: Run, net: nn.Module) -> nn.Module:
@@ -1543,7 +1575,8 @@ def remaining_epochs(run: Run, stage: int, states: dict, nets: dict[str, nn.Modu
 def end_epoch(run: Run, stage: int, epoch: int, metrics: dict, states: dict, nets: dict[str, nn.Module]) -> None:
     """After an epoch: average BatchNorm statistics across processes; then on the main process
     validate, add the log row, write the checkpoint (and the epoch's generator with
-    ``keep_generators``), ``log.csv`` and ``curves.png``; every process waits for it."""
+    ``keep_generators``), ``log.csv`` and ``curves.png``; every process waits for it.
+    With an EMA generator (``nets["g_ema"]``) the EMA is what is validated and kept."""
     seconds = time.time() - run.epoch_start
     if run.distributed:
         # BatchNorm running statistics are per process (buffers are not broadcast, so a
@@ -1556,19 +1589,20 @@ def end_epoch(run: Run, stage: int, epoch: int, metrics: dict, states: dict, net
                     buf.div_(run.world)
     if run.is_main:
         config, out = run.config, run.out
+        shown = nets.get("g_ema", nets["g"])
         row = {"stage": stage, "epoch": epoch, "step": run.ctx.global_step, "lr": run.epoch_lr,
                "seconds": round(seconds, 3)}
         row.update({k: v for k, v in metrics.items() if k != "steps"})
         with _disk_errors(out):
             if run.eval_set is not None:
-                row.update(validate(nets["g"], run.eval_set, config.scale, device=run.device,
+                row.update(validate(shown, run.eval_set, config.scale, device=run.device,
                                     tile=config.data.val_tile, samples_dir=out / "samples",
                                     n_samples=int(config.data.n_samples),
                                     prefix=f"stage{stage}_epoch{epoch:04d}_", max_images=config.data.val_max_images))
             run.log.append(row)
             save_checkpoint(out / "checkpoint.pth", checkpoint_state(run, stage, epoch, states, nets))
             if config.keep_generators:
-                models.save_generator(out / "generators" / f"stage{stage}_epoch{epoch:04d}.pth", nets["g"],
+                models.save_generator(out / "generators" / f"stage{stage}_epoch{epoch:04d}.pth", shown,
                                       stage=stage, epoch=epoch, global_step=run.ctx.global_step,
                                       metrics={k: v for k, v in row.items() if isinstance(v, float)})
             write_log_csv(run.log, out / "log.csv")
@@ -1603,7 +1637,7 @@ def finish_run(run: Run) -> dict:
 # The config entry holding each optimizer's learning rate, per (stage, network).
 _LR_SETTINGS = {(1, "g"): ("stage1", "lr", "stage 1"), (2, "g"): ("stage2", "lr_g", "generator"),
                 (2, "d"): ("stage2", "lr_d", "discriminator")}
-_NET_KEYS = {"g": "generator", "d": "discriminator"}
+_NET_KEYS = {"g": "generator", "d": "discriminator", "g_ema": "generator_ema"}
 
 
 def checkpoint_state(run: Run, stage: int, epoch: int, states: dict, nets: dict[str, nn.Module]) -> dict:
@@ -1613,9 +1647,10 @@ def checkpoint_state(run: Run, stage: int, epoch: int, states: dict, nets: dict[
              "generator": nets["g"].state_dict(),
              "discriminator_arch": _to_plain(run.config.model.discriminator) if d is not None else None,
              "discriminator": d.state_dict() if d is not None else None,
+             "generator_ema": nets["g_ema"].state_dict() if "g_ema" in nets else None,
              "stage": stage, "epoch": epoch, "global_step": run.ctx.global_step,
              "rng": _rng_state(), "config": _to_plain(run.config), "log": run.log}
-    for name in _NET_KEYS:
+    for name in ("g", "d"):
         optimizer, scheduler, scaler = states.get(name, (None, None, None))
         state[f"optimizer_{name}"] = optimizer.state_dict() if optimizer is not None else None
         state[f"scheduler_{name}"] = scheduler.state_dict() if scheduler is not None else None
@@ -1626,10 +1661,15 @@ def checkpoint_state(run: Run, stage: int, epoch: int, states: dict, nets: dict[
 def restore_state(ckpt: dict, stage: int, config: EasyDict, states: dict, nets: dict[str, nn.Module]) -> None:
     """Load ``nets`` and ``states`` (optimizer, scheduler, scaler per network) and the RNG from ``ckpt``.
 
-    A learning rate changed in ``config`` since the checkpoint applies from the next step on.
+    A learning rate changed in ``config`` since the checkpoint applies from the next step on;
+    an EMA turned on since (``--set stage2.ema_decay=...``) starts from the restored G.
     """
+    if "d" in nets and ckpt.get("discriminator_arch") != _to_plain(config.model.discriminator):
+        raise SolverError(f"the checkpoint's discriminator is {ckpt.get('discriminator_arch')}, but the config "
+                          f"builds {_to_plain(config.model.discriminator)}; resume with the same model settings")
     for name, net in nets.items():
-        net.load_state_dict(ckpt[_NET_KEYS[name]])
+        saved = ckpt.get(_NET_KEYS[name])
+        net.load_state_dict(nets["g"].state_dict() if saved is None and name == "g_ema" else saved)
     for name, (optimizer, scheduler, scaler) in states.items():
         optimizer.load_state_dict(ckpt[f"optimizer_{name}"])
         scheduler.load_state_dict(ckpt[f"scheduler_{name}"])
@@ -1786,6 +1826,9 @@ def check_config(config: EasyDict) -> None:
     for key, (value, allowed) in choices.items():
         if value not in allowed:
             raise ValueError(f"config {key} = {value!r} is not one of {list(allowed)}")
+    decay = config.stage2.ema_decay
+    if not isinstance(decay, (int, float)) or isinstance(decay, bool) or not 0 <= decay < 1:
+        raise ValueError(f"config stage2.ema_decay must be a number in [0, 1) (0: no EMA), got {decay!r}")
     shift = config.stage2.d_translate
     if not isinstance(shift, int) or isinstance(shift, bool) or shift < 0:
         raise ValueError(f"config stage2.d_translate must be an integer >= 0 (pixels), got {shift!r}")

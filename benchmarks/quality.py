@@ -79,7 +79,7 @@ def export(checkpoint: Path, dst: Path, sets: dict[str, EvalDataset], hardware: 
     """
     state = utils.load_state(checkpoint, what="training checkpoint")
     stage, epoch, step = int(state["stage"]), int(state["epoch"]), int(state["global_step"])
-    weights = state["generator"]
+    weights = models.generator_weights(state)  # the EMA when the run kept one
     if generator is not None:
         kept = utils.load_state(generator, what="generator checkpoint")
         if kept["arch"] != state["arch"]:
