@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -137,7 +138,7 @@ def crops_figure(sets: dict[str, EvalDataset], nets: dict[str, torch.nn.Module],
             else:
                 ax.set_xlabel(f"NIQE {niqe:.2f}", fontsize=7)
             if row == 0:
-                ax.set_title(label, fontsize=10)
+                ax.set_title(textwrap.fill(label, 24), fontsize=10)  # long run/file labels would overlap
             if col == 0:
                 ax.set_ylabel(item["name"], fontsize=9)
     fig.suptitle(f"{len(data)} test images x{SCALE}, most detailed {size}x{size} HR crop "
@@ -188,7 +189,10 @@ def main() -> None:
         net = models.load_generator_checked(path, SCALE)
         kind = "psnr" if "srresnet" in path.name or "stage1" in path.name else "gan"
         label = utils.model_label(kind, net, path)
-        nets[label if label not in nets else f"{label} {path.parent.name}/{path.name}"] = net
+        if not utils.is_shipped_checkpoint(path):  # several epochs or runs side by side: say which file
+            run = path.parent.parent if path.parent.name == "generators" else path.parent
+            label = f"{label.replace(' (local run)', '')} ({run.name}/{path.stem})"
+        nets[label] = net
     # one row per method: PSNR / SSIM per set, then NIQE and sharpness of all sets (README layout)
     hr = score_hr(sets)
     rows = [["HR (reference)"] + ["-"] * len(sets) + [" / ".join(f"{hr[s]['niqe']:.2f}" for s in sets), ""]]
