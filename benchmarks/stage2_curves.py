@@ -32,26 +32,41 @@ def read_log(path: Path) -> list[dict[str, float]]:
     return [row for row in rows if row.get("stage") == 2]
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("logs", nargs="+", type=Path, help="log.csv files of stage-2 runs")
     p.add_argument("--labels", nargs="*", default=None, help="one label per log (default: file names)")
     p.add_argument("--mark", default=None, help="RUN_INDEX:EPOCH of the shipped epoch")
     p.add_argument("--out", type=Path, default=Path("results/stage2_curves.png"))
-    args = p.parse_args()
+    args = p.parse_args(argv)
     labels = args.labels or [path.stem for path in args.logs]
     if len(labels) != len(args.logs):
         p.error(f"{len(args.logs)} logs but {len(labels)} labels")
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for k, (path, label) in enumerate(zip(args.logs, labels)):
+    runs = []
+    for path in args.logs:
+        if not path.is_file():
+            p.error(f"{path}: no such file")
         rows = read_log(path)
+        if not rows or any(key not in rows[0] for key in ("step", "psnr", "niqe")):
+            p.error(f"{path}: no stage-2 rows with step, psnr and niqe (a solver.py log.csv of a stage-2 run?)")
+        runs.append(rows)
+    mark = None
+    if args.mark:
+        run, _, epoch = args.mark.partition(":")
+        if not (run.isdigit() and epoch.isdigit() and int(run) < len(runs)):
+            p.error(f"--mark {args.mark}: expected RUN_INDEX:EPOCH with RUN_INDEX < {len(runs)}")
+        mark = next((row for row in runs[int(run)] if row["epoch"] == int(epoch)), None)
+        if mark is None:
+            p.error(f"--mark {args.mark}: {args.logs[int(run)]} has no stage-2 epoch {epoch}")
+        mark_run = int(run)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for k, (rows, label) in enumerate(zip(runs, labels)):
         steps = [row["step"] for row in rows]
         for ax, key in zip(axes, ("psnr", "niqe")):
             line, = ax.plot(steps, [row[key] for row in rows], marker=".", label=label)
-            if args.mark and int(args.mark.split(":")[0]) == k:
-                shipped = next(row for row in rows if row["epoch"] == int(args.mark.split(":")[1]))
-                ax.plot(shipped["step"], shipped[key], "o", ms=11, mfc="none", color=line.get_color(),
-                        label=f"shipped (epoch {int(shipped['epoch'])})")
+            if mark is not None and k == mark_run:
+                ax.plot(mark["step"], mark[key], "o", ms=11, mfc="none", color=line.get_color(),
+                        label=f"shipped (epoch {int(mark['epoch'])})")
     for ax, title in zip(axes, ("PSNR (dB, Y channel), higher = closer to HR", "NIQE, lower = more natural")):
         ax.set_xlabel("stage-2 step")
         ax.set_title(title, fontsize=10)

@@ -1,0 +1,68 @@
+"""benchmarks/stage2_curves.py: the validation curves of stage-2 runs drawn from solver.py logs."""
+from __future__ import annotations
+
+import csv
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+COLUMNS = ["stage", "epoch", "step", "lr", "loss_g", "psnr", "ssim", "niqe", "seconds"]
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("stage2_curves", REPO / "benchmarks" / "stage2_curves.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def write_log(path: Path, rows: list[dict]) -> Path:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def two_stage_log(path: Path) -> Path:
+    # a stage-1 row (no NIQE) then three stage-2 rows, as solver.py writes them
+    rows = [{"stage": 1, "epoch": 1, "step": 10, "lr": 1e-4, "loss_g": 0.1, "psnr": 25.0, "ssim": 0.7, "niqe": "",
+             "seconds": 1.0}]
+    rows += [{"stage": 2, "epoch": e, "step": 10 + 5 * e, "lr": 1e-4, "loss_g": 0.02, "psnr": 27.0 - 0.1 * e,
+              "ssim": 0.74, "niqe": 7.0 - 0.5 * e, "seconds": 2.0} for e in (1, 2, 3)]
+    return write_log(path, rows)
+
+
+def test_read_log_keeps_the_stage2_rows_as_numbers(tmp_path):
+    rows = load_script().read_log(two_stage_log(tmp_path / "log.csv"))
+    assert [row["epoch"] for row in rows] == [1, 2, 3]
+    assert rows[1]["step"] == 20 and rows[1]["niqe"] == pytest.approx(6.0)
+
+
+def test_draws_the_figure_with_the_shipped_epoch_marked(tmp_path):
+    out = tmp_path / "curves.png"
+    load_script().main([str(two_stage_log(tmp_path / "a.csv")), str(two_stage_log(tmp_path / "b.csv")),
+                        "--labels", "run a", "run b", "--mark", "1:2", "--out", str(out)])
+    assert out.stat().st_size > 10_000  # a real 1100x400 figure, not an empty file
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--mark", "0:9"], "has no stage-2 epoch 9"),
+    (["--mark", "3:1"], "RUN_INDEX < 1"),
+    (["--labels", "x", "y"], "1 logs but 2 labels"),
+])
+def test_bad_arguments_are_one_line_errors(tmp_path, capsys, extra, message):
+    with pytest.raises(SystemExit) as exit_:
+        load_script().main([str(two_stage_log(tmp_path / "a.csv")), *extra, "--out", str(tmp_path / "x.png")])
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_a_log_without_stage2_is_refused(tmp_path, capsys):
+    log = write_log(tmp_path / "stage1.csv", [{"stage": 1, "epoch": 1, "step": 10, "lr": 1e-4, "loss_g": 0.1,
+                                               "psnr": 25.0, "ssim": 0.7, "niqe": "", "seconds": 1.0}])
+    with pytest.raises(SystemExit):
+        load_script().main([str(log), "--out", str(tmp_path / "x.png")])
+    assert "no stage-2 rows" in capsys.readouterr().err
