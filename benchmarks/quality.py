@@ -191,7 +191,7 @@ def main() -> None:
         label = utils.model_label(kind, net, path)
         if not utils.is_shipped_checkpoint(path):  # several epochs or runs side by side: say which file
             run = path.parent.parent if path.parent.name == "generators" else path.parent
-            label = f"{label.replace(' (local run)', '')} ({run.name}/{path.stem})"
+            label = f"{utils.model_label(kind, net)} ({run.name}/{path.stem})"
         nets[label] = net
     # one row per method: PSNR / SSIM per set, then NIQE and sharpness of all sets (README layout)
     hr = score_hr(sets)
