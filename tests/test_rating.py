@@ -28,6 +28,8 @@ _spec.loader.exec_module(rating)
 
 SCALE = 4
 IMAGES = ["img_001", "img_002", "img_0021"]  # img_002 is a prefix of img_0021: file matching must not mix them
+# seconds to wait for the page: a few suffice on an idle machine; CI once needed more than 10 on a loaded one
+BROWSER_WAIT_S = 60
 SR_SET_METHODS = {"Bicubic": "bicubic", "SRGAN (local run)": "srgan-local-run"}  # label -> name in file names
 STUDENT = "student"
 
@@ -357,7 +359,7 @@ def test_rating_session_in_headless_chromium(tmp_path, browser):
             picture = d.find_element(By.ID, "picture")
             src = picture.get_attribute("src")
             return picture.get_attribute("data-ready") == "1" and not src.endswith(f"/{previous}") and src
-        src = WebDriverWait(browser, 10).until(loaded)
+        src = WebDriverWait(browser, BROWSER_WAIT_S).until(loaded)
         path = Path(urllib.parse.unquote(urllib.parse.urlparse(src).path))
         return path.name, identify(path, index)
 
@@ -379,7 +381,7 @@ def test_rating_session_in_headless_chromium(tmp_path, browser):
         press("3")
         assert shown()[0] == name
         press("1" if method == "nearest" else "5")
-        WebDriverWait(browser, 10).until(lambda d: stored()["calibrated"] == step + 1)
+        WebDriverWait(browser, BROWSER_WAIT_S).until(lambda d: stored()["calibrated"] == step + 1)
 
     # rating: every image once, score by method (+1 on one image, so scores vary)
     base = {"nearest": 1, "bicubic": 2, "srgan-local-run": 3, STUDENT: 4, "HR": 5}
@@ -395,14 +397,14 @@ def test_rating_session_in_headless_chromium(tmp_path, browser):
         seen_keys.append((image, method))
         press(str(score))
         if i == total // 2:  # reload half-way: nothing lost, same next image, same progress
-            WebDriverWait(browser, 10).until(lambda d: len(stored()["ratings"]) == i + 1)
+            WebDriverWait(browser, BROWSER_WAIT_S).until(lambda d: len(stored()["ratings"]) == i + 1)
             next_name = shown(previous=name)[0]
             browser.refresh()
             assert shown()[0] == next_name
             assert len(stored()["ratings"]) == i + 1
             assert browser.find_element(By.ID, "progress-text").text == f"{i + 2} / {total}"
         if i == total - 3:  # close the tab, open the page again in a new one: same place
-            WebDriverWait(browser, 10).until(lambda d: len(stored()["ratings"]) == i + 1)
+            WebDriverWait(browser, BROWSER_WAIT_S).until(lambda d: len(stored()["ratings"]) == i + 1)
             next_name = shown(previous=name)[0]
             old_tab = browser.current_window_handle
             browser.switch_to.new_window("tab")
@@ -417,8 +419,8 @@ def test_rating_session_in_headless_chromium(tmp_path, browser):
     assert seen != session["items"]  # the rater's order is drawn, not the page's
 
     # export: the page's text and the downloaded file, with method names
-    csv_box = WebDriverWait(browser, 10).until(lambda d: d.find_element(By.ID, "csv"))
-    text = WebDriverWait(browser, 10).until(lambda d: csv_box.get_attribute("value"))
+    csv_box = WebDriverWait(browser, BROWSER_WAIT_S).until(lambda d: d.find_element(By.ID, "csv"))
+    text = WebDriverWait(browser, BROWSER_WAIT_S).until(lambda d: csv_box.get_attribute("value"))
     rows = list(csv.DictReader(text.splitlines()))
     assert list(rows[0]) == list(rating.COLUMNS)
     assert {(r["image"], r["method"]): int(r["score"]) for r in rows} == expected
@@ -426,11 +428,11 @@ def test_rating_session_in_headless_chromium(tmp_path, browser):
     assert [(r["image"], r["method"]) for r in rows] == seen_keys  # in the order rated
     assert all(float(r["seconds"]) >= 0 for r in rows)
     browser.find_element(By.ID, "download").click()
-    WebDriverWait(browser, 10).until(lambda d: list(d.downloads.glob("*.csv")))
+    WebDriverWait(browser, BROWSER_WAIT_S).until(lambda d: list(d.downloads.glob("*.csv")))
     downloaded = list(browser.downloads.glob("*.csv"))
     assert [p.name for p in downloaded] == ["ratings_Ada_the_1st.csv"]
     # Chromium can create the file empty and fill it a moment later: wait for all its bytes
-    WebDriverWait(browser, 10).until(lambda d: downloaded[0].stat().st_size >= len(text.encode()))
+    WebDriverWait(browser, BROWSER_WAIT_S).until(lambda d: downloaded[0].stat().st_size >= len(text.encode()))
     assert downloaded[0].read_text() == text
 
     # the next rater: after a confirmation the ratings leave the browser and the name is asked again
