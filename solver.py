@@ -1067,18 +1067,32 @@ def write_log_csv(rows: list[dict], path: str | os.PathLike) -> None:
 
 
 def plot_curves(rows: list[dict], path: str | os.PathLike) -> None:
-    """Draw losses, D outputs and PSNR/SSIM per epoch into ``path`` (PNG, atomically)."""
-    # A Figure made directly (not through pyplot) needs no GUI backend and leaves the
-    # caller's pyplot state (e.g. a notebook's inline backend) alone.
+    """Draw ``curves_figure(rows)`` into ``path`` (PNG, atomically); nothing for no rows."""
     if not rows:
         return
+    fig = curves_figure(rows)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=80, format="png"))
+
+
+def curves_figure(rows: list[dict]) -> Figure:
+    """Losses, D outputs, PSNR/SSIM and NIQE per epoch (``rows``: log rows, ``LOG_COLUMNS``).
+
+    Four panels side by side; a value missing from a row (e.g. D outputs in stage 1) is a gap.
+    NIQE (no reference, lower = more natural) is the curve stage 2 is judged by: PSNR falls
+    there by design.
+    """
+    # A Figure made directly (not through pyplot) needs no GUI backend and leaves the
+    # caller's pyplot state (e.g. a notebook's inline backend) alone.
     x = np.arange(1, len(rows) + 1)
 
     def series(key):
         return np.array([np.nan if r.get(key) is None else r[key] for r in rows], dtype=float)
 
-    fig = Figure(figsize=(15, 4))
-    axes = fig.subplots(1, 3)
+    def note(ax, text):
+        ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="gray")
+
+    fig = Figure(figsize=(19, 4))
+    axes = fig.subplots(1, 4)
     for key in ("loss_g", "loss_content", "loss_adv", "loss_pixel", "loss_d"):
         y = series(key)
         if np.isfinite(y).any():
@@ -1092,8 +1106,7 @@ def plot_curves(rows: list[dict], path: str | os.PathLike) -> None:
             axes[1].plot(x, y, marker=".", label=label)
             has_d = True
     if not has_d:
-        axes[1].text(0.5, 0.5, "no discriminator yet\n(stage 1, or no adversarial loss)",
-                     ha="center", va="center", transform=axes[1].transAxes, color="gray")
+        note(axes[1], "no discriminator yet\n(stage 1, or no adversarial loss)")
     axes[1].set_ylim(0, 1)
     axes[1].set_title("discriminator outputs (probabilities)")
     psnr, ssim = series("psnr"), series("ssim")
@@ -1106,6 +1119,13 @@ def plot_curves(rows: list[dict], path: str | os.PathLike) -> None:
     h1, l1 = axes[2].get_legend_handles_labels()
     h2, l2 = ax2.get_legend_handles_labels()
     ax2.legend(h1 + h2, l1 + l2, loc="lower right", fontsize=8)
+    niqe = series("niqe")
+    if np.isfinite(niqe).any():
+        axes[3].plot(x, niqe, marker=".", color="tab:green", label="NIQE")
+    else:
+        note(axes[3], "no NIQE in the log\n(no validation set)")
+    axes[3].set_ylabel("NIQE")
+    axes[3].set_title("validation NIQE (lower = more natural)")
     stages = [r["stage"] for r in rows]
     for ax in axes:
         for k in range(1, len(stages)):
@@ -1117,7 +1137,7 @@ def plot_curves(rows: list[dict], path: str | os.PathLike) -> None:
         if ax is not axes[2] and ax.get_legend_handles_labels()[0]:
             ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=80, format="png"))
+    return fig
 
 
 # ---------------------------------------------------------------------- errors

@@ -197,6 +197,24 @@ def test_two_stage_run_writes_every_output(tiny_lists, tmp_path):
     assert saved_cfg["data"]["train_list"] == tiny_lists["train"]
 
 
+def test_curves_figure_draws_niqe_beside_psnr_with_gaps_where_a_row_has_none():
+    rows = [{"stage": 1, "loss_g": 0.01, "psnr": 25.0, "ssim": 0.7, "niqe": None},
+            {"stage": 1, "loss_g": 0.009, "psnr": 25.5, "ssim": 0.72, "niqe": 7.5},
+            {"stage": 2, "loss_g": 0.02, "d_real": 0.8, "d_fake": 0.2, "psnr": 25.1, "ssim": 0.7, "niqe": 5.25}]
+    fig = solver.curves_figure(rows)
+    niqe_ax = [ax for ax in fig.axes if ax.get_title().startswith("validation NIQE")]
+    assert len(niqe_ax) == 1, [ax.get_title() for ax in fig.axes]
+    (line,) = niqe_ax[0].get_lines()[:1]
+    np.testing.assert_array_equal(line.get_ydata(), [np.nan, 7.5, 5.25])
+    # the stage boundary is marked in the NIQE panel too
+    assert any(list(l.get_xdata()) == [2.5, 2.5] for l in niqe_ax[0].get_lines())
+
+    no_niqe = solver.curves_figure([{k: v for k, v in r.items() if k != "niqe"} for r in rows])
+    ax = [a for a in no_niqe.axes if a.get_title().startswith("validation NIQE")][0]
+    assert not [l for l in ax.get_lines() if l.get_label() == "NIQE"]
+    assert "no NIQE" in ax.texts[0].get_text()
+
+
 def test_keep_generators_saves_every_epochs_generator(tiny_lists, tmp_path):
     out = tmp_path / "run"
     solver.train(tiny_config(tiny_lists, tmp_path / "plain"))
