@@ -1123,7 +1123,7 @@ def curves_figure(rows: list[dict]) -> Figure:
     if np.isfinite(niqe).any():
         axes[3].plot(x, niqe, marker=".", color="tab:green", label="NIQE")
     else:
-        note(axes[3], "no NIQE in the log\n(no validation set)")
+        note(axes[3], "no NIQE in the log\n(no validation set, or its\nimages are too small for NIQE)")
     axes[3].set_ylabel("NIQE")
     axes[3].set_title("validation NIQE (lower = more natural)")
     stages = [r["stage"] for r in rows]
