@@ -70,6 +70,7 @@ import contextlib
 import copy
 import csv
 import errno
+import hashlib
 import json
 import math
 import os
@@ -1304,6 +1305,15 @@ def open_datasets(config: EasyDict, is_main: bool = True) -> tuple[TrainDataset,
     return train_set, eval_set
 
 
+def _file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 (hex) of a file's bytes, as ``sha256sum`` prints it."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def _check_folder_writable(out: Path) -> None:
     """Raise one line when ``out`` is not a folder, or it (or its nearest existing parent) is read-only."""
     if out.exists() and not out.is_dir():
@@ -1409,7 +1419,9 @@ def _prepare_run(config: EasyDict, train_set: TrainDataset, eval_set: EvalDatase
     config.runtime = {"device": str(device), "world_size": world, "steps_per_epoch": steps_per_epoch,
                       "stage1_epochs": epochs1, "stage2_epochs": epochs2, "n_train_patches": len(train_set),
                       "torch": str(torch.__version__), "compile": use_compile,
-                      "amp": str(amp_dtype).replace("torch.", "") if amp_dtype else "off"}
+                      "amp": str(amp_dtype).replace("torch.", "") if amp_dtype else "off",
+                      # which weights stage 2 started from, whatever the file is called later
+                      "pretrained_sha256": _file_sha256(config.pretrained) if config.pretrained else None}
 
     ckpt = None
     if config.resume and ckpt_path.is_file():
