@@ -84,6 +84,40 @@ BUNDLED_SETS = ("Set5", "Set14")
 
 
 # --------------------------------------------------------------------------- list files
+def how_to_make_list(path: PathLike, quick: bool = False) -> str:
+    """The command that writes the data list ``path``, for the message when it is missing.
+
+    Args:
+        path: the list file a run or a notebook looked for, as the user gave it
+            (e.g. ``data/lists-291/train.json``).
+        quick: the run uses the quick profile (the sample set's lists are enough).
+
+    Returns:
+        e.g. ``"make it with `python create_data_lists.py --train FOLDER [FOLDER ...] --output
+        data/lists-291` (FOLDER: your training images)"``.
+    """
+    path = Path(path)
+    out, name = path.parent, path.stem
+    default = os.path.normpath(out) == os.path.normpath(DEFAULT_OUTPUT)
+    output = "" if default else f" --output {out}"
+    if name == SAMPLE_TEST_NAME or (quick and name == "train"):
+        return f"make it with `python create_data_lists.py --sample{output}` (the embedded sample images)"
+    if name == "train":
+        own = f"`python create_data_lists.py --train FOLDER [FOLDER ...]{output}` (FOLDER: your training images)"
+        if default:
+            return (f"make it with `python create_data_lists.py --download div2k` (the paper's data) or {own}; "
+                    f"for a few-minute run: `python create_data_lists.py --sample` and --profile quick")
+        return f"make it with {own}"
+    if default and name in DEFAULT_TEST:
+        if name in BUNDLED_SETS:
+            return "make it with `python create_data_lists.py` (the kit bundles Set5 and Set14)"
+        source = "div2k" if name.startswith("DIV2K") else "benchmark"
+        return f"make it with `python create_data_lists.py --download {source}`"
+    folder = _display(BUNDLED_BENCHMARK / name) if name in BUNDLED_SETS else "FOLDER"
+    return (f"make it with `python create_data_lists.py --test {name}={folder}{output}`"
+            + ("" if name in BUNDLED_SETS else f" (FOLDER: the {name} images)"))
+
+
 def load_data_list(path: PathLike) -> dict:
     """Read and check a data list written by :func:`create_data_lists`.
 
@@ -100,11 +134,7 @@ def load_data_list(path: PathLike) -> dict:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(
-            f"data list not found: {path}. Make the lists first, e.g. "
-            f"`python create_data_lists.py --sample` (embedded images) or "
-            f"`python create_data_lists.py` (DIV2K/benchmark under data/)."
-        )
+        raise FileNotFoundError(f"data list not found: {path}: {how_to_make_list(path)}")
     try:
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
@@ -128,6 +158,23 @@ def load_data_list(path: PathLike) -> dict:
             lr = str((path.parent / lr).resolve())
         item["lr"] = lr
     return data
+
+
+def check_list_name(name: str) -> str:
+    """Return ``name`` when it can name a list file and its LR cache folder inside the list folder.
+
+    Args:
+        name: a set name such as ``Set5`` or ``val20`` (``--test NAME=FOLDER``).
+
+    Raises:
+        ValueError: the name is empty, ``.``/``..``, starts with a dot, or holds a path separator
+            or a control character (``../x`` would write outside the list folder).
+    """
+    if (not isinstance(name, str) or not name or name.startswith(".") or "/" in name or "\\" in name
+            or any(ord(c) < 32 for c in name) or len(name) > 200):
+        raise ValueError(f"list name {name!r} cannot name a file in the list folder: use letters, digits, "
+                         f"'-' or '_' (e.g. --test MySet=FOLDER)")
+    return name
 
 
 def write_data_list(path: PathLike, name: str, scale: int, images: list[dict]) -> None:
@@ -157,6 +204,19 @@ class ScanResult:
 
 def _is_image_file(p: Path) -> bool:
     return p.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def _link_problem(p: Path) -> str | None:
+    """Why the symbolic link ``p`` cannot be read (a loop, or its target is gone), else None."""
+    if not p.is_symlink():
+        return None
+    try:
+        os.stat(p)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            return f"symbolic link loop ({os.readlink(p)!r}): not followed"
+        return f"broken symbolic link (to {os.readlink(p)!r})"
+    return None
 
 
 def _visible_files(folder: Path, recursive: bool) -> list[Path]:
@@ -241,6 +301,10 @@ def scan_folder(folder: PathLike, scale: int = 4) -> ScanResult:
                 rel = p.relative_to(folder).with_suffix("")
                 result.candidates.append(Candidate("_".join(rel.parts), p))
 
+    # a link that loops or points nowhere is reported by its name, never followed
+    result.skipped = [(p, _link_problem(p) or why) for p, why in result.skipped]
+    result.skipped += [(c.hr, _link_problem(c.hr)) for c in result.candidates if _link_problem(c.hr)]
+    result.candidates = [c for c in result.candidates if not _link_problem(c.hr)]
     if not result.candidates:
         raise ValueError(
             f"no images found in {folder} (layout {result.layout}; looked for {', '.join(IMAGE_EXTENSIONS)}): "
@@ -338,7 +402,7 @@ def build_list(
         skipped += found.skipped
 
     seen: set[str] = set()
-    cache_dir = Path(output_folder).resolve() / "lr_cache" / name / f"x{scale}"
+    cache_dir = Path(output_folder).resolve() / "lr_cache" / check_list_name(name) / f"x{scale}"
     for cand in tqdm(candidates, desc=f"checking {name}", unit="img", disable=not show_progress, leave=False):
         if not training and cand.name in seen:  # test results are saved by name: names must be unique
             skipped.append((cand.hr, f"duplicate image name {cand.name!r} in {name}"))
@@ -380,9 +444,11 @@ def build_list(
 
 
 def _display(path: Path) -> str:
-    """Path relative to the working directory when it is below it (short, stable output)."""
+    """Path relative to the working directory when it is below it (short, stable output).
+
+    Symbolic links are not followed (a link loop is reported by its own name)."""
     try:
-        return str(Path(path).resolve().relative_to(Path.cwd()))
+        return str(Path(os.path.abspath(path)).relative_to(Path.cwd()))
     except ValueError:
         return str(path)
 
@@ -425,6 +491,8 @@ def create_data_lists(
         raise ValueError(f"scale must be a positive integer, got {scale}")
     if not train_folders and not test_folders:
         raise ValueError("no folders given: pass training and/or test folders (or use --sample)")
+    for name in test_folders:
+        check_list_name(name)
     out = Path(output_folder)
     counts: dict[str, int] = {}
     jobs = [("train", list(train_folders), True)] if train_folders else []
@@ -514,13 +582,22 @@ def _sample_image(name: str) -> np.ndarray:
     return getattr(skimage.data, name)()
 
 
+SAMPLE_MANIFEST = ".sample-files.json"  # in the sample root: the files make_sample_data wrote, with their SHA-256
+
+
+def _file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def make_sample_data(root: str = "data/sample", scale: int = 4) -> tuple[str, str]:
     """Write the embedded sample photographs as PNG under ``root/{train,test}`` (mod-cropped).
 
     Offline and deterministic: the images come from scikit-image's wheel. Files already there
-    with the same pixels are left untouched (so cached LR images stay valid); other image
-    files in the two folders (e.g. from an older kit version) are deleted, so the lists
-    always hold exactly the sample set.
+    with the same pixels are left untouched (so cached LR images stay valid). What it writes is
+    recorded in ``root/.sample-files.json`` (name and SHA-256): a file recorded there and still
+    unchanged may be replaced or removed (e.g. one from an older kit version), so that the lists
+    always hold exactly the sample set; any other image file in the two folders is never touched,
+    and the call is refused instead.
 
     Args:
         root: output folder.
@@ -528,23 +605,62 @@ def make_sample_data(root: str = "data/sample", scale: int = 4) -> tuple[str, st
 
     Returns:
         ``(train_dir, test_dir)`` as strings.
+
+    Raises:
+        ValueError: an image file in ``root/train`` or ``root/test`` was not written by this
+            function (or was changed since); the message names it. Nothing is written then.
     """
     root_p = Path(root)
+    manifest_path = root_p / SAMPLE_MANIFEST
+    try:
+        manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+        manifest = {str(k): str(v) for k, v in manifest.items()} if isinstance(manifest, dict) else {}
+    except (OSError, ValueError):
+        manifest = {}
+
+    def ours(path: Path) -> bool:  # written here and unchanged since
+        return manifest.get(path.relative_to(root_p).as_posix()) == _file_digest(path)
+
+    # plan everything first: refuse before anything is removed or written
+    remove, write, keep = [], [], []
     for split, names in (("train", SAMPLE_TRAIN), ("test", SAMPLE_TEST)):
-        if (root_p / split).is_dir():
-            for stray in (root_p / split).iterdir():
-                if stray.is_file() and _is_image_file(stray) and stray.stem not in names:
-                    stray.unlink()
+        folder = root_p / split
+        if folder.is_dir():
+            for stray in sorted(folder.iterdir()):
+                if _is_image_file(stray) and stray.stem not in names and (stray.is_file() or stray.is_symlink()):
+                    if stray.is_symlink() or not stray.is_file() or not ours(stray):
+                        raise ValueError(
+                            f"{stray} is not one of the sample images and was not written by the kit: move it "
+                            f"out of {folder} (the sample lists take every image there) or use another --root")
+                    remove.append(stray)
         for name in names:
             img = modcrop(np.ascontiguousarray(_sample_image(name)[..., :3]), scale)
-            path = root_p / split / f"{name}.png"
-            if path.is_file():
-                try:
-                    if np.array_equal(read_image(path, keep_gray=True), img):
-                        continue
-                except ImageReadError:
-                    pass
-            save_image(img, path)
+            path = folder / f"{name}.png"
+            if path.is_symlink() or path.exists():
+                same = False
+                if path.is_file() and not path.is_symlink():
+                    try:
+                        same = np.array_equal(read_image(path, keep_gray=True), img)
+                    except ImageReadError:
+                        pass
+                if same:
+                    keep.append(path)
+                    continue
+                if path.is_symlink() or not path.is_file() or not ours(path):
+                    raise ValueError(f"{path} differs from the sample image of that name and was not written "
+                                     f"by the kit: move it away or use another --root")
+            write.append((path, img))
+    for path in remove:
+        path.unlink()
+        manifest.pop(path.relative_to(root_p).as_posix(), None)
+    for path, img in write:
+        save_image(img, path)
+        keep.append(path)
+    for path in keep:
+        manifest[path.relative_to(root_p).as_posix()] = _file_digest(path)
+    text = json.dumps(manifest, indent=1, sort_keys=True) + "\n"
+    if not manifest_path.is_file() or manifest_path.read_text() != text:
+        atomic_write(manifest_path, lambda tmp: Path(tmp).write_text(text))
     return str(root_p / "train"), str(root_p / "test")
 
 
@@ -715,15 +831,46 @@ def download_dataset(name: str, root: PathLike = DATA_ROOT, keep_archives: bool 
 
 
 # --------------------------------------------------------------------------- lists for the notebooks
+def lr_is_current(hr_path: PathLike, lr_path: PathLike, scale: int) -> bool:
+    """Whether an LR file may be used with the HR file ``hr_path``, by the cache's content key.
+
+    An LR the kit made (it carries the key of :func:`lr_cache_key` in a PNG text chunk, or
+    lies in an ``lr_cache`` folder) is current only while it was made from the same HR pixels,
+    method and scale; an LR a data set ships (no key) is taken as it is.
+
+    Args:
+        hr_path, lr_path: the two files of a list entry.
+        scale: upscaling factor of the list.
+
+    Returns:
+        False when the LR is the kit's and stale (or unreadable), else True.
+    """
+    made_here = "lr_cache" in Path(lr_path).parts
+    try:
+        with Image.open(lr_path) as im:
+            key = getattr(im, "text", {}).get(LR_CACHE_KEY) if im.format == "PNG" else None
+    except Exception:  # unreadable: not usable
+        return False
+    if key is None:
+        return not made_here
+    hr, _ = _try_read(Path(hr_path))
+    if hr is None:
+        return False
+    h, w = (hr.shape[0] // scale) * scale, (hr.shape[1] // scale) * scale
+    return _lr_cache_valid(Path(lr_path), lr_cache_key(hr, scale), (h // scale, w // scale))
+
+
 def _list_usable(path: Path, scale: int) -> bool:
-    """A list that loads, is for ``scale`` and whose files all exist (a moved checkout breaks
-    the absolute paths in it)."""
+    """A list that loads, is for ``scale``, whose files all exist (a moved checkout breaks
+    the absolute paths in it) and whose LR files made by the kit are still those of their HR
+    files (the same content key as :func:`build_list`: a replaced HR image gets a new LR)."""
     try:
         data = load_data_list(path)
     except (OSError, ValueError):
         return False
     return data["scale"] == scale and all(
-        os.path.isfile(p) for item in data["images"] for p in (item["hr"], item["lr"]) if p is not None)
+        os.path.isfile(p) for item in data["images"] for p in (item["hr"], item["lr"]) if p is not None) and all(
+        lr_is_current(item["hr"], item["lr"], scale) for item in data["images"] if item["lr"] is not None)
 
 
 def prepare_test_lists(lists_dir: PathLike = DEFAULT_OUTPUT, scale: int = 4, data_root: PathLike = DATA_ROOT,
@@ -806,8 +953,8 @@ def _parse_test(items: list[str]) -> dict[str, str]:
     tests = {}
     for item in items:
         name, sep, folder = item.partition("=")
-        if not sep:  # a bare folder: name the set after it
-            name, folder = Path(item).name, item
+        if not sep:  # a bare folder: name the set after it (`--test ..` names it after the real folder)
+            name, folder = Path(os.path.abspath(item)).name, item
         tests[name] = folder
     return tests
 

@@ -249,7 +249,7 @@ def test_missing_and_empty_folders_give_clear_errors(tmp_path):
 
 
 def test_load_data_list_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match="--sample"):
+    with pytest.raises(FileNotFoundError, match=f"--test missing=FOLDER --output {tmp_path}`"):
         load_data_list(tmp_path / "missing.json")
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(ValueError, match="not valid JSON"):
@@ -282,10 +282,13 @@ def test_cli_sample_and_default_discovery(tmp_path, capsys, monkeypatch):
         assert hr.shape[0] % 4 == 0 and hr.shape[1] % 4 == 0 and hr.ndim == 3 and hr.std() > 20
     # deterministic and idempotent: a second run leaves the files alone and prints the same
     stamps = {p: p.stat().st_mtime_ns for p in Path("data").rglob("*.png")}
-    save_png(noise(128, 128), Path("data/sample/train/stray.png"))  # e.g. left by an older version
     assert cdl.main(["--sample"]) == 0
     assert capsys.readouterr().out == out
     assert stamps == {p: p.stat().st_mtime_ns for p in Path("data").rglob("*.png")}
+    # an image the kit did not write is never deleted: the run is refused, naming it
+    save_png(noise(128, 128), Path("data/sample/train/stray.png"))
+    assert cdl.main(["--sample"]) == 1 and "stray.png" in capsys.readouterr().err
+    assert Path("data/sample/train/stray.png").is_file()
 
     # a fresh clone: the bundled Set5/Set14 (MATLAB's LR files), and a word about training data
     shutil.rmtree("data")

@@ -100,11 +100,15 @@ def test_full_disk(tmp_path, capsys, monkeypatch):
     assert not [p for p in tmp_path.rglob("*") if ".tmp" in p.name]  # the atomic writer cleaned up
 
 
-def test_missing_data_list_is_one_line():
+def test_missing_data_list_is_one_line(tmp_path, monkeypatch):
     """What the notebooks and solver.py read: a missing list says how to make it, on one line."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError) as info:
+        cdl.load_data_list("data/lists/sample-test.json")
+    assert "\n" not in str(info.value) and "`python create_data_lists.py --sample`" in str(info.value)
     with pytest.raises(FileNotFoundError) as info:
         cdl.load_data_list("data/lists/nothing.json")
-    assert "\n" not in str(info.value) and "python create_data_lists.py --sample" in str(info.value)
+    assert "\n" not in str(info.value) and "`python create_data_lists.py --test nothing=FOLDER`" in str(info.value)
 
 
 def test_the_real_command_line_prints_no_traceback(tmp_path):
