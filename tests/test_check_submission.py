@@ -1,7 +1,10 @@
 """course/check_submission.py: a submission made from the reference passes; broken ones name the problem."""
 from __future__ import annotations
 
+import os
+import pickle
 import shutil
+import struct
 import sys
 import zipfile
 from pathlib import Path
@@ -53,6 +56,7 @@ def submission(tmp_path) -> Path:
         for method in ("bicubic", "srgan-local-run"):
             _png(root / cs.SR_DIR / f"{image}_{method}_x4.png", size)
     _png(root / "results" / "set5_comparison.png", (64, 32))
+    shutil.copytree(REPO / "benchmarks" / "data" / "Set5", root / "benchmarks" / "data" / "Set5")
     text = report.TEMPLATE.read_text(encoding="utf-8")
     text = "\n".join("We trained G first, then G and D." if report.TODO_MARK in line else line
                      for line in text.splitlines())
@@ -88,26 +92,29 @@ def test_model_files_and_big_files_are_named(submission):
 def test_an_unexecuted_notebook_is_named(submission):
     nb = nbformat.read(submission / "test.ipynb", as_version=4)
     code = [i for i, c in enumerate(nb.cells) if c.cell_type == "code"]
+    assert code[1] != 1  # markdown cells come first: the index among all cells is not what a person counts
     nb.cells[code[1]].execution_count = None
     nbformat.write(nb, submission / "test.ipynb")
-    assert _failed(submission) == {"notebooks executed": f"test.ipynb: cell(s) {code[1]} not executed "
+    assert _failed(submission) == {"notebooks executed": "test.ipynb: code cell(s) 2 not executed "
                                                          "(run them all and save them)"}
 
 
 def test_an_error_output_is_named(submission):
     nb = nbformat.read(submission / "train.ipynb", as_version=4)
-    i = next(i for i, c in enumerate(nb.cells) if c.cell_type == "code")
-    nb.cells[i].outputs.append(nbformat.v4.new_output("error", ename="NotImplementedError", evalue="SRResNet.forward",
-                                                      traceback=[]))
+    code = [i for i, c in enumerate(nb.cells) if c.cell_type == "code"]
+    nb.cells[code[2]].execution_count = 7
+    nb.cells[code[2]].outputs.append(nbformat.v4.new_output("error", ename="NotImplementedError",
+                                                            evalue="SRResNet.forward", traceback=[]))
     nbformat.write(nb, submission / "train.ipynb")
-    assert _failed(submission) == {"no errors in notebooks": f"train.ipynb cell {i}: NotImplementedError: SRResNet.forward"}
+    assert _failed(submission) == {
+        "no errors in notebooks": "train.ipynb code cell 3 (In [7]): NotImplementedError: SRResNet.forward"}
 
 
 def test_missing_or_wrong_set5_images_are_named(submission):
     (submission / cs.SR_DIR / "img_003_srgan-local-run_x4.png").unlink()
     _png(submission / cs.SR_DIR / "img_005_bicubic_x4.png", (344, 228))  # width and height swapped
     reason = _failed(submission)["Set5 images"]
-    assert "srgan-local-run: 4 of 5 images" in reason
+    assert "srgan-local-run: 4 of 5 images (missing img_003)" in reason
     assert "img_005_bicubic_x4.png is 344x228, Set5 x4 needs 228x344" in reason
 
 
@@ -149,7 +156,49 @@ def test_pack_zips_without_runs_and_data_and_the_zip_passes(submission, tmp_path
         names = set(zf.namelist())
     assert "REPORT.md" in names and "results/sr_set5/img_001_bicubic_x4.png" in names
     assert not [n for n in names if n.startswith(("runs/", "data/"))]
+    # the bundled test images the notebooks read stay: only the top-level data/ is left out
+    assert "benchmarks/data/Set5/image_SRF_4/img_001_SRF_4_HR.png" in names
     assert cs.main([str(out), "--no-run"]) == 0
+
+
+def test_the_graders_copy_keeps_benchmarks_data_and_drops_the_runs(submission, tmp_path):
+    (submission / "runs" / "basic").mkdir(parents=True)
+    (submission / "runs" / "basic" / "log.csv").write_text("epoch\n")
+    _png(submission / "data" / "sample" / "x.png", (8, 8))
+    _png(submission / "results" / "data" / "kept.png", (8, 8))  # a folder named data below the top
+    dest = tmp_path / "copy"
+    assert cs.copy_submission(submission, dest) == []
+    assert (dest / "benchmarks" / "data" / "Set5" / "image_SRF_4" / "img_001_SRF_4_HR.png").is_file()
+    assert (dest / "results" / "data" / "kept.png").is_file()
+    assert not (dest / "runs").exists() and not (dest / "data").exists()
+
+
+def _write_notebook(path: Path, sources: list[str], outputs: dict[int, str]) -> None:
+    nb = nbformat.v4.new_notebook()
+    nb.cells.append(nbformat.v4.new_markdown_cell("# a title cell, not counted"))
+    for k, source in enumerate(sources):
+        cell = nbformat.v4.new_code_cell(source)
+        cell.execution_count = k + 1
+        if k in outputs:
+            cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=outputs[k])]
+        nb.cells.append(cell)
+    nbformat.write(nb, path)
+
+
+def test_a_failing_nbval_run_names_each_failing_cell_and_test(tmp_path):
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "pytest.ini").write_text("[pytest]\ntestpaths = tests nb.ipynb\n")
+    (tmp_path / "tests" / "test_it.py").write_text("def test_sum():\n    assert 1 + 1 == 3, 'sum is off\\nmore'\n")
+    _write_notebook(tmp_path / "nb.ipynb", ["print(1)", "open('benchmarks/data/missing.png')", "print(3)"],
+                    {0: "1\n", 2: "4\n"})
+    check = cs.check_pytest(tmp_path, timeout=300)
+    assert check.ok is False and "3 failed" in check.reason
+    assert check.details == [
+        "tests/test_it.py::test_sum: AssertionError: sum is off",
+        "nb.ipynb code cell 2 (In [2]): FileNotFoundError: [Errno 2] No such file or directory: "
+        "'benchmarks/data/missing.png'",
+        "nb.ipynb code cell 3 (In [3]): Cell outputs differ: mismatch 'stdout'",
+    ], check.details
 
 
 def test_pack_refuses_weights_and_writes_nothing(submission, tmp_path, capsys):
@@ -174,3 +223,135 @@ def test_the_pytest_check_reports_the_run(tmp_path, body, ok):
     (tmp_path / "tests" / "test_it.py").write_text(f"def test_it():\n    {body}\n")
     check = cs.check_pytest(tmp_path, timeout=120)
     assert check.ok is ok and ("1 passed" if ok else "1 failed") in check.reason
+
+
+# ------------------------------------------------------------------------------ bad input, attacks
+
+
+def test_a_zip_bomb_is_refused_in_one_line_before_extracting(tmp_path, capsys, monkeypatch):
+    bomb = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("REPORT.md", "# report\n")
+        zf.writestr("results/zeros.bin", b"\0" * (8 * 2**20))  # 8 MB of zeros: ~1000:1
+    extracted = []
+    monkeypatch.setattr(zipfile.ZipFile, "extractall", lambda *a, **k: extracted.append(a))
+    assert cs.main([str(bomb), "--no-run"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "results/zeros.bin is compressed" in err, err
+    assert "refused before extracting" in err and not extracted
+    monkeypatch.setattr(cs, "ZIP_MAX_TOTAL_MB", 4)  # the total declared size alone, with a plain ratio
+    big = tmp_path / "big.zip"
+    with zipfile.ZipFile(big, "w") as zf:
+        for k in range(3):
+            zf.writestr(f"f{k}.bin", os.urandom(2 * 2**20))
+    assert cs.main([str(big), "--no-run"]) == 2
+    assert "expands to 6 MB (limit 4 MB)" in capsys.readouterr().err
+
+
+def test_a_zip_member_larger_than_it_declares_is_stopped(tmp_path, capsys):
+    path = tmp_path / "liar.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("a.txt", b"x" * 1000)
+    data = bytearray(path.read_bytes())
+    # declare 10 bytes in the central directory (what zipfile reads) for a stored 1000-byte member
+    cd = data.rfind(b"PK\x01\x02")
+    data[cd + 24:cd + 28] = struct.pack("<I", 10)
+    path.write_bytes(bytes(data))
+    assert cs.main([str(path), "--no-run"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {path} is not a usable zip: ") and err.count("\n") == 1, err
+
+
+def test_pack_never_follows_a_symlink_out_of_the_folder(submission, tmp_path, capsys):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("root:x:0:0\n")
+    os.symlink(secret, submission / "notes.txt")
+    os.symlink(submission / "results" / "set5_comparison.png", submission / "results" / "inside.png")
+    out = tmp_path / "out.zip"
+    assert cs.pack(submission, out) == 0
+    with zipfile.ZipFile(out) as zf:
+        names = set(zf.namelist())
+        assert "notes.txt" not in names and not any(b"root:x" in zf.read(n) for n in names)
+    assert "results/inside.png" in names  # a link to a file inside the folder is its content
+    assert f"left out the symbolic link notes.txt -> {secret}" in capsys.readouterr().out
+
+
+def test_a_symlink_loop_in_a_graded_folder_is_named_not_followed(submission, tmp_path, capsys, monkeypatch):
+    os.symlink(".", submission / "loop")
+    os.symlink("results", submission / "results" / "again")
+    monkeypatch.setattr(cs, "check_pytest", lambda root, timeout: cs.Check("pytest --nbval", True, "stub"))
+    assert cs.main([str(submission)]) == 0
+    out = capsys.readouterr().out
+    assert "left out the symbolic link loop -> ." in out and "results/again -> results" in out
+
+
+@pytest.mark.parametrize("where", ["inside file", "existing folder", "existing file"])
+def test_pack_output_inside_the_folder_or_onto_a_file_is_refused(submission, tmp_path, capsys, where):
+    keep = (submission / "models.py").read_bytes()
+    output = {"inside file": submission / "models.py", "existing folder": submission / "results",
+              "existing file": tmp_path / "mine.zip"}[where]
+    if where == "existing file":
+        output.write_bytes(b"my own file")
+    before = sorted(p.name for p in output.parent.iterdir())
+    assert cs.main(["--pack", str(submission), "--output", str(output)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert (submission / "models.py").read_bytes() == keep
+    assert sorted(p.name for p in output.parent.iterdir()) == before  # no .tmp left behind
+    if where == "existing file":
+        assert output.read_bytes() == b"my own file"
+        assert cs.main(["--pack", str(submission), "--output", str(output), "--overwrite"]) == 0
+        assert zipfile.is_zipfile(output)
+
+
+def test_report_images_outside_the_submission_do_not_count(submission, tmp_path):
+    outside = tmp_path / "outside.png"
+    _png(outside, (4, 4))
+    text = (submission / "REPORT.md").read_text()
+    for target in (str(outside), "../outside.png", "results/../../outside.png"):
+        (submission / "REPORT.md").write_text(text + f"\n![x]({target})\n")
+        assert _failed(submission) == {"report": f"image {target} not in the submission"}
+    os.symlink(outside, submission / "results" / "linked.png")
+    (submission / "REPORT.md").write_text(text + "\n![x](results/linked.png)\n")
+    assert _failed(submission) == {"report": "image results/linked.png not in the submission"}
+
+
+def _weights() -> dict:
+    import torch
+
+    return {"w": torch.zeros(200, 100)}
+
+
+@pytest.mark.parametrize("name, kind", [
+    ("weights.bin", "torch"), ("results/generator.png", "torch"), ("model.PTH.txt", "torch"),
+    ("w.npz", "npz"), ("w.npy", "npy"), ("notes.pkl.txt", "pickle"), ("w.dat", "safetensors"),
+    ("keras.h5x", "hdf5"),
+])
+def test_model_files_are_found_by_content_whatever_the_name(submission, name, kind):
+    import torch
+
+    path = submission / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if kind == "torch":
+        torch.save(_weights(), path)
+    elif kind in ("npz", "npy"):
+        with open(path, "wb") as f:
+            (np.savez if kind == "npz" else np.save)(f, *([np.zeros((200, 100), np.float32)] if kind == "npy" else []),
+                                                     **({"w": np.zeros((200, 100), np.float32)} if kind == "npz" else {}))
+    elif kind == "pickle":
+        path.write_bytes(pickle.dumps({"w": [0.0] * 10}, protocol=4))
+    elif kind == "safetensors":
+        header = b'{"w": {"dtype": "F32", "shape": [200, 100], "data_offsets": [0, 80000]}}'
+        path.write_bytes(struct.pack("<Q", len(header)) + header + b"\0" * 80000)
+    else:
+        path.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 80000)
+    reason = _failed(submission)["no model files"]
+    assert reason.startswith(f"remove {name} (model file: "), reason
+
+
+def test_small_arrays_and_ordinary_zips_are_not_model_files(submission):
+    with open(submission / "results" / "curve.npz", "wb") as f:
+        np.savez(f, loss=np.zeros(100, np.float32), steps=np.arange(10_000))  # few floats, many ints
+    with zipfile.ZipFile(submission / "results" / "extra.zip", "w") as zf:
+        zf.writestr("readme.txt", "not a model")
+    assert "no model files" not in _failed(submission)
