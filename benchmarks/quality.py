@@ -149,7 +149,16 @@ def crops_figure(sets: dict[str, EvalDataset], nets: dict[str, torch.nn.Module],
     print(f"saved {path}")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    """Run the command line with ``argv`` (default ``sys.argv[1:]``); a file that cannot be used
+    (missing, not a checkpoint, refused by the safe loader) ends it with one ``error:`` line."""
+    try:
+        _main(argv)
+    except (ValueError, OSError) as err:  # CheckpointError is a ValueError
+        sys.exit(f"error: {' '.join(str(err).split())}")
+
+
+def _main(argv: list[str] | None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--benchmark", type=Path, default=None,
                    help="SelfExSR folder with Set5/ and Set14/ (HR images and MATLAB's LR images) to use "
@@ -169,13 +178,13 @@ def main() -> None:
                    help="--export: PSNR generator to blend with (ESRGAN network interpolation)")
     p.add_argument("--alpha", type=float, default=1.0, help="--export: GAN weight of the blend, in [0, 1]")
     p.add_argument("--threads", type=int, default=None)
-    args = p.parse_args()
+    args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    sets = load_sets(args.benchmark)
     if args.export:
         if not args.to:
             p.error("--export needs --to")
+        sets = load_sets(args.benchmark)
         export(args.export, args.to, sets, args.hardware, args.train_data, args.note, generator=args.generator,
                interpolate_with=args.interpolate_with, alpha=args.alpha)
         return
@@ -193,6 +202,7 @@ def main() -> None:
             run = path.parent.parent if path.parent.name == "generators" else path.parent
             label = f"{utils.model_label(kind, net)} ({run.name}/{path.stem})"
         nets[label] = net
+    sets = load_sets(args.benchmark)  # after the generators: a bad file is refused before any scoring
     # one row per method: PSNR / SSIM per set, then NIQE and sharpness of all sets (README layout)
     hr = score_hr(sets)
     rows = [["HR (reference)"] + ["-"] * len(sets) + [" / ".join(f"{hr[s]['niqe']:.2f}" for s in sets), ""]]
