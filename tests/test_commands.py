@@ -1,4 +1,5 @@
-"""Every shell command written in the README and in the notebooks' text works.
+"""Every shell command written in the READMEs (the kit's, the model card, the teachers', the
+bundled data's) and in the notebooks' text works.
 
 The commands are read from the files themselves (fenced code blocks, inline code spans that
 start with a program, ``python X.py ...`` in notebook code), so a command added or changed
@@ -61,9 +62,15 @@ def _from_markdown(text: str, where: str) -> list[tuple[str, str]]:
     return found
 
 
+# the user-facing documents: the kit's README, the model card, the teachers' README, the data's README
+DOCUMENTS = ("README.md", "checkpoints/README.md", "course/README.md", "benchmarks/data/README.md")
+
+
 def documented_commands() -> list[tuple[str, str]]:
-    """``(where, command line)`` for every command in README.md and the notebooks, in order."""
-    found = _from_markdown((REPO / "README.md").read_text(), "README.md")
+    """``(where, command line)`` for every command in the DOCUMENTS and the notebooks, in order."""
+    found = []
+    for doc in DOCUMENTS:
+        found += _from_markdown((REPO / doc).read_text(encoding="utf-8"), doc)
     for nb in sorted(REPO.glob("*.ipynb")):
         for k, cell in enumerate(json.loads(nb.read_text())["cells"]):
             text, where = "".join(cell["source"]), f"{nb.name} cell {k}"
@@ -353,13 +360,49 @@ def check_step(argv: list[str], command: str, kit: Path, server: FileServer, mon
 
 # --------------------------------------------------------------------------- the tests
 def test_commands_are_found():
-    """The extraction itself: the quick start and the commands the issue named are all there."""
+    """The extraction itself: the quick start, the continue-training and the teachers' commands."""
     lines = [line for _, line in COMMANDS]
     assert any("create_data_lists.py --sample" in line for line in lines)
     assert "pytest --nbval" in lines
     assert any(line.startswith("python create_data_lists.py --download div2k benchmark") for line in lines)
-    assert any(line.startswith("mkdir -p runs && cp -r checkpoints/resume/srresnet291 runs/") for line in lines)
+    assert ("checkpoints/README.md", "mkdir -p runs && cp -r checkpoints/resume/srresnet291 runs/ && "
+            "python solver.py --out runs/srresnet291 --resume --lr 5e-5 --epochs 375") in COMMANDS
+    assert any(where == "course/README.md" and "course/check_submission.py" in line for where, line in COMMANDS)
     assert sum(".ipynb" in where for where, _ in COMMANDS) >= 5
+
+
+QUICK_START = ("pip install -r requirements.txt && python create_data_lists.py --sample && jupyter nbconvert "
+               "--to notebook --execute --inplace train.ipynb test.ipynb super_resolution.ipynb")
+
+
+def test_readme_is_short_and_gives_the_two_commands_first():
+    """README.md: at most 12,000 characters, the two commands (whole lines of one fenced block)
+    within its first 40 lines, with their duration on a 2-core CPU; the history is elsewhere."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    assert len(text) <= 12_000, f"README.md has {len(text):,} characters; move detail to the model card or course/README.md"
+    head = text.splitlines()[:40]
+    assert QUICK_START in head and "pytest --nbval" in head, "README.md: the two commands must be in its first 40 lines"
+    assert re.search(r"2-core CPU[^.]*\d+-\d+ minutes", " ".join(head)), "README.md: say how long the two commands take"
+    assert text.count("```") // 2 <= 5, "README.md: keep the commands few; long recipes go to the model card"
+
+
+@pytest.mark.parametrize("doc", DOCUMENTS)
+def test_documents_name_no_internal_matters(doc):
+    """Users cannot look up tracker numbers, work sessions or the machines the kit was built on."""
+    text = (REPO / doc).read_text(encoding="utf-8")
+    found = re.findall(r"\b(issues? \d+|these machines|the project's machines|sessions?(?: of \d)?|"
+                       r"20\d\d-\d\d-\d\d)\b", text, flags=re.I)
+    assert not found, f"{doc} mentions {sorted(set(found))}"
+
+
+@pytest.mark.parametrize("doc", DOCUMENTS)
+def test_documents_link_to_files_that_exist(doc):
+    """Relative links and images (``[text](path)``, ``![alt](path)``) point to files of the kit."""
+    base = (REPO / doc).parent
+    links = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", (REPO / doc).read_text(encoding="utf-8"))
+    for link in links:
+        if not re.match(r"\w+://", link):
+            assert (base / link).exists(), f"{doc} links to {link}, which does not exist"
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -154,10 +155,12 @@ def test_the_edition_holds_no_delimiter_and_no_solution_line(edition):
 
 def test_the_edition_has_no_outputs_no_weights_and_the_student_files(edition):
     for nb_path in edition.glob("*.ipynb"):
-        for cell in json.loads(nb_path.read_text(encoding="utf-8"))["cells"]:
+        nb = json.loads(nb_path.read_text(encoding="utf-8"))
+        assert set(nb["metadata"]) <= {"kernelspec", "language_info"}, (nb_path.name, list(nb["metadata"]))
+        for cell in nb["cells"]:
+            assert set(cell.get("metadata", {})) <= {"tags"}, (nb_path.name, cell.get("metadata"))
             if cell["cell_type"] == "code":
                 assert cell["outputs"] == [] and cell["execution_count"] is None, nb_path.name
-                assert "execution" not in cell.get("metadata", {})
     files = {p.relative_to(edition).as_posix() for p in edition.rglob("*") if p.is_file()}
     assert not [f for f in files if f.endswith(se.MODEL_SUFFIXES)]
     assert {"README.md", "README_kit.md", "REPORT.md", "course/check_submission.py", "course/report.py",
@@ -167,7 +170,60 @@ def test_the_edition_has_no_outputs_no_weights_and_the_student_files(edition):
     assert (edition / "REPORT.md").read_text() == (REPO / "course" / "report_template.md").read_text()
     assert "/REPORT.md" not in (edition / ".gitignore").read_text().splitlines()
     kit_readme = (edition / "README_kit.md").read_text()
-    assert se.TEACHER_SECTION not in kit_readme and "## Layout" in kit_readme and "## For this team" in kit_readme
+    assert se.TEACHER_SECTION not in kit_readme and "## Layout" in kit_readme and "## For contributors" in kit_readme
+
+
+def test_the_edition_speaks_of_no_shipped_weights(edition):
+    """The notebooks' texts about the shipped weights say what the student uses instead."""
+    for name in ("train.ipynb", "test.ipynb", "super_resolution.ipynb"):
+        cells = json.loads((edition / name).read_text(encoding="utf-8"))["cells"]
+        text = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
+        assert not re.search(r"shipped (weights|SRResNet|SRGAN|pair)|the kit ships|weights shipped", text,
+                             re.IGNORECASE), (name, re.findall(r".{60}shipped.{60}", text, re.IGNORECASE))
+        code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+        assert "put the shipped weights" not in code, name
+    train = "".join("".join(c["source"]) for c in json.loads((edition / "train.ipynb").read_text())["cells"])
+    assert "No weights ship with this kit" in train and "## 7. Stage 2 from a full-size SRResNet" in train
+    assert "No trained weights ship with this kit" in (edition / "README.md").read_text()
+
+
+def test_the_edition_holds_only_what_git_tracks(tmp_path):
+    repo = tmp_path / "repo"
+    (repo / "course").mkdir(parents=True)
+    for name in ("student_edition.py", "student_README.md", "report_template.md"):
+        shutil.copy(REPO / "course" / name, repo / "course" / name)
+    (repo / "models.py").write_text("x = 1\n")
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    subprocess.run(["git", "add", "models.py", "course"], cwd=repo, check=True)
+    (repo / "scratch.ipynb").write_text("{}")  # untracked, not ignored: a student kit must not get it
+    files, _ = se.build_edition(repo)
+    assert "models.py" in files and "scratch.ipynb" not in files
+
+
+def test_the_edition_strips_widget_state_and_output_metadata():
+    nb = {"cells": [{"cell_type": "code", "execution_count": 1, "source": "x = 1",
+                     "metadata": {"scrolled": True, "tags": ["keep"], "execution": {"t": 1}},
+                     "outputs": [{"output_type": "display_data", "metadata": {"w": 1},
+                                  "data": {"application/vnd.jupyter.widget-view+json": {"model_id": "m"}}}]}],
+          "metadata": {"kernelspec": {"name": "python3"}, "language_info": {"name": "python"},
+                       "widgets": {"application/vnd.jupyter.widget-state+json": {"state": {"m": {"loss": 0.1}}}}},
+          "nbformat": 4, "nbformat_minor": 5}
+    out = json.loads(se.convert_notebook(json.dumps(nb), "n.ipynb")[0])
+    assert out["metadata"] == {"kernelspec": {"name": "python3"}, "language_info": {"name": "python"}}
+    assert out["cells"][0]["metadata"] == {"tags": ["keep"]} and out["cells"][0]["outputs"] == []
+
+
+@pytest.mark.parametrize("where", ["through a file", "read-only"])
+def test_an_unwritable_output_folder_is_one_line(tmp_path, where):
+    if where == "through a file":
+        (tmp_path / "a_file").write_text("x")
+        out = tmp_path / "a_file" / "edition"
+    else:
+        out = Path("/proc/srgan-course-edition")  # read-only even for root
+    proc = _run([str(REPO / "course" / "student_edition.py"), str(out)], cwd=REPO)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: cannot write {out}: ") and "Traceback" not in proc.stderr
 
 
 def test_with_weights_adds_the_shipped_generators_only():

@@ -1,6 +1,7 @@
 """The shipped generators (checkpoints/*.pth): they load, reproduce the scores stored in them
-and printed in the README, and the SRGAN keeps the promise of issue 5 on Set5 (sharper than
-SRResNet, PSNR above bicubic). Uses the bundled Set5/Set14 (benchmarks/data)."""
+and printed in the README and the model card (checkpoints/README.md), whose SHA-256 list names
+every shipped file, and the SRGAN is sharper than the SRResNet with a PSNR above bicubic on
+Set5. Uses the bundled Set5/Set14 (benchmarks/data)."""
 from __future__ import annotations
 
 import hashlib
@@ -13,12 +14,18 @@ import torch
 
 import models
 import utils
+import checkpoints
+import inference
+import metrics
 from create_data_lists import prepare_test_lists
 from datasets import EvalDataset
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = {"psnr": REPO / "checkpoints" / "srresnet_x4.pth", "gan": REPO / "checkpoints" / "srgan_x4.pth"}
 README_ROW = {"psnr": "SRResNet, shipped", "gan": "SRGAN-MSE, shipped"}  # first cell of the README's results rows
+# both print the results table (the model card with the earlier files' rows too)
+TABLES = ("README.md", "checkpoints/README.md")
+MODEL_CARD = REPO / "checkpoints" / "README.md"  # holds the SHA-256 list
 
 
 @pytest.fixture(scope="module")
@@ -28,11 +35,11 @@ def scores(tmp_path_factory, benchmark_dir) -> dict:
     lists = prepare_test_lists(tmp_path_factory.mktemp("lists"), 4, data_root=tmp_path_factory.mktemp("data"),
                                bundled=benchmark_dir)
     sets = {name: EvalDataset(str(lists[name]), 4) for name in ("Set5", "Set14")}
-    nets = {"bicubic": None, **{kind: models.load_generator_checked(path, 4) for kind, path in SHIPPED.items()
+    nets = {"bicubic": None, **{kind: checkpoints.load_generator_checked(path, 4) for kind, path in SHIPPED.items()
                                 if path.is_file()}}
-    return {**{kind: {name: utils.mean_metrics(utils.evaluate(net, data, 4, progress=False))
+    return {**{kind: {name: metrics.mean_metrics(inference.evaluate(net, data, 4, progress=False))
                       for name, data in sets.items()} for kind, net in nets.items()},
-            "hr": {name: utils.mean_metrics(utils.evaluate_hr(data, 4, progress=False)) for name, data in sets.items()}}
+            "hr": {name: metrics.mean_metrics(inference.evaluate_hr(data, 4, progress=False)) for name, data in sets.items()}}
 
 
 @pytest.mark.parametrize("kind", ["psnr", "gan"])
@@ -66,15 +73,16 @@ def test_shipped_generator_reproduces_its_stored_scores(kind, scores):
         assert got["sharpness"] == pytest.approx(stored[name]["sharpness"], abs=5e-4), name
 
 
+@pytest.mark.parametrize("doc", TABLES)
 @pytest.mark.parametrize("kind", ["psnr", "gan"])
-def test_readme_results_table_prints_the_stored_scores(kind):
-    """The README's table is written by hand; it must say what the shipped file holds."""
+def test_readme_results_table_prints_the_stored_scores(kind, doc):
+    """The tables are written by hand; they must say what the shipped file holds."""
     if not SHIPPED[kind].is_file():
         pytest.skip(f"{SHIPPED[kind].name} is not shipped")
     stored = torch.load(SHIPPED[kind], map_location="cpu", weights_only=True)["metrics_x4"]
-    rows = [line for line in (REPO / "README.md").read_text().splitlines()
+    rows = [line for line in (REPO / doc).read_text(encoding="utf-8").splitlines()
             if line.startswith(f"| **{README_ROW[kind]}")]
-    assert len(rows) == 1, f"README has {len(rows)} rows for {README_ROW[kind]}"
+    assert len(rows) == 1, f"{doc} has {len(rows)} rows for {README_ROW[kind]}"
     cells = [cell.strip().strip("*") for cell in rows[0].strip("|").split("|")]
     sharpness = [float(v) for v in cells[3].split("/")]
     for name, cell, sharp in zip(("Set5", "Set14"), cells[1:3], sharpness):
@@ -85,10 +93,11 @@ def test_readme_results_table_prints_the_stored_scores(kind):
         assert sharp == pytest.approx(stored[name]["sharpness"], abs=0.005 + 1e-4), name
 
 
-def test_readme_niqe_column_is_what_the_kit_measures(scores):
-    """The README's NIQE column (the last one, "Set5 / Set14") for HR, bicubic and the shipped
+@pytest.mark.parametrize("doc", TABLES)
+def test_readme_niqe_column_is_what_the_kit_measures(scores, doc):
+    """The NIQE column (the last one, "Set5 / Set14") for HR, bicubic and the shipped
     generators; written by hand from `python benchmarks/quality.py`."""
-    lines = (REPO / "README.md").read_text().splitlines()
+    lines = (REPO / doc).read_text(encoding="utf-8").splitlines()
     header = next(line for line in lines if line.startswith("| method | Set5 | Set14 |"))
     assert header.rstrip(" |").endswith("NIQE Set5 / Set14")
     for kind, first_cell in (("hr", "HR (reference)"), ("bicubic", "bicubic (this kit)"),
@@ -96,7 +105,7 @@ def test_readme_niqe_column_is_what_the_kit_measures(scores):
         if kind not in scores:
             continue
         rows = [line for line in lines if line.startswith(f"| {first_cell}")]
-        assert len(rows) == 1, f"README has {len(rows)} rows starting with {first_cell}"
+        assert len(rows) == 1, f"{doc} has {len(rows)} rows starting with {first_cell}"
         cell = rows[0].strip().strip("|").split("|")[-1].strip()
         for name, value in zip(("Set5", "Set14"), cell.split("/")):
             assert float(value) == pytest.approx(scores[kind][name]["niqe"], abs=0.005 + 1e-4), (kind, name)
@@ -120,22 +129,22 @@ def test_shipped_generators_beat_bicubic_and_the_srgan_is_sharper(scores):
 
 
 def _readme_sha256() -> dict[str, str]:
-    """``{repo-relative path: sha256}`` from the README's list of shipped files."""
-    text = (REPO / "README.md").read_text(encoding="utf-8")
+    """``{repo-relative path: sha256}`` from the model card's list of shipped files."""
+    text = MODEL_CARD.read_text(encoding="utf-8")
     return dict(re.findall(r"^\* `(checkpoints/[^`]+\.pth)`: `([0-9a-f]{64})`$", text, flags=re.M))
 
 
 def test_shipped_files_match_the_readme_sha256():
     listed = _readme_sha256()
     shipped = sorted(str(p.relative_to(REPO)) for p in (REPO / "checkpoints").rglob("*.pth"))
-    assert sorted(listed) == shipped, "the README must list the SHA-256 of every shipped .pth"
+    assert sorted(listed) == shipped, "checkpoints/README.md must list the SHA-256 of every shipped .pth"
     for rel, digest in listed.items():
-        assert hashlib.sha256((REPO / rel).read_bytes()).hexdigest() == digest, f"{rel} differs from the README"
+        assert hashlib.sha256((REPO / rel).read_bytes()).hexdigest() == digest, f"{rel} differs from checkpoints/README.md"
 
 
 @pytest.mark.parametrize("rel", ["checkpoints/srresnet_x4.pth", "checkpoints/srgan_x4.pth",
                                  "checkpoints/resume/srresnet291/checkpoint.pth"])
 def test_shipped_files_carry_a_verified_digest(rel):
     raw = torch.load(REPO / rel, map_location="cpu", weights_only=True)
-    assert raw[utils.DIGEST_KEY] == utils.state_digest(raw)
-    assert utils.DIGEST_KEY not in utils.load_state(REPO / rel)
+    assert raw[checkpoints.DIGEST_KEY] == checkpoints.state_digest(raw)
+    assert checkpoints.DIGEST_KEY not in checkpoints.load_state(REPO / rel)
