@@ -17,12 +17,15 @@ In the edition every such region (in ``.py`` files and in notebook code cells) b
 
 The message is the region's ``### TASK:`` text (further ``###`` lines right after it continue
 it); the signature and docstring around the region stay. Notebooks lose their outputs,
-execution counts and timing metadata.
+execution counts and all cell and notebook metadata but the kernel, the language and cell
+tags (no widget state, no timings). The places in the notebooks that speak of the shipped
+weights, which the edition does not hold unless ``--with-weights`` is given, are replaced by
+what the student uses instead (``EDITION_TEXTS``; a place that is no longer found stops the tool).
 
 What the edition holds (the same flat layout as the reference):
 
-* every file ``git ls-files`` lists (tracked, plus untracked files that git does not ignore),
-  except the reference-only ones: this script, the CI script, the reference
+* every file git tracks (``git ls-files``; untracked files never go), except the
+  reference-only ones: this script, the CI script, the reference
   tests (from ``tests/`` only ``conftest.py`` and ``tests/tasks/`` go: the other tests check
   the reference's internals and would fail on unfinished code), the SRResNet's training
   state in ``checkpoints/resume/``, and model files (``.pth``, ``.pt``, ``.ckpt``,
@@ -37,7 +40,8 @@ What the edition holds (the same flat layout as the reference):
 
 Unbalanced or nested delimiters stop the tool with the file and line (exit status 2), and
 nothing is written. The edition is first written to a temporary folder beside OUT_DIR, then
-renamed, so a failed run never leaves half an edition.
+renamed, so a failed run never leaves half an edition; an OUT_DIR that cannot be written (a
+read-only place, a path through a file) is refused in one line.
 """
 from __future__ import annotations
 
@@ -68,6 +72,42 @@ TEST_FILES = {"tests/conftest.py"}
 TEST_DIRS = ("tests/tasks/",)
 GITIGNORE_DROP = "# reference only"
 TEACHER_SECTION = "## Course edition (for teachers)"  # of README.md, left out of README_kit.md
+# Notebook metadata kept in the edition (the rest, e.g. widget state, goes); per cell only tags.
+NOTEBOOK_METADATA = ("kernelspec", "language_info")
+CELL_METADATA = ("tags",)
+
+# Places in the notebooks that speak of the shipped weights, which the edition does not hold:
+# {notebook: [(regular expression, replacement)]}; each must match once in the notebook's cells.
+_NO_WEIGHTS = ("No weights ship with this kit: `test.ipynb` and `super_resolution.ipynb` use the generators "
+               "that `train.ipynb` and `solver.py` write under `runs/`")
+EDITION_TEXTS: dict[str, list[tuple[str, str]]] = {
+    "train.ipynb": [
+        (r"\* \*\*stage 2 from the shipped SRResNet\*\* \(section 7\):.*?(?=\n\n|\n\* |\Z)",
+         "* **stage 2 from a full-size SRResNet** (section 7), when you have one: the GAN stage alone, "
+         "started from\n  a full-size SRResNet you trained (this kit ships no weights; the section is skipped without one)."),
+        (r"## 7\. Stage 2 from the shipped SRResNet\n.*\Z",
+         "## 7. Stage 2 from a full-size SRResNet\n\n"
+         "The quick networks above are small and have seen a few hundred patches: they do not beat\n"
+         "bicubic yet. The paper starts SRGAN from an SRResNet trained for 10^6 steps. This kit ships no\n"
+         "weights, so this section is skipped unless you put a full-size SRResNet of your own at\n"
+         "`checkpoints/srresnet_x4.pth` (e.g. the `generator_stage1.pth` of a long `solver.py` run):\n"
+         "stage 2 then starts from it with `pretrained=...`, which skips stage 1, with the quick\n"
+         "profile's small discriminator trained from scratch."),
+        (r"(a zoomed region of the first one: bicubic, the basic mode, the two stages), the shipped SRResNet\n"
+         r"and stage 2 started from it(, next to the original\.).*\Z",
+         "\\1 (and, when section 7 ran, the\nSRResNet it started from and its stage 2)\\2"),
+        (r"\* \*\*The shipped weights\.\*\*.*?(?=\n\* |\Z)",
+         "* **Weights.** " + _NO_WEIGHTS + " (a file you put at `checkpoints/srresnet_x4.pth` or\n"
+         "  `checkpoints/srgan_x4.pth` is used first)."),
+    ],
+    "super_resolution.ipynb": [
+        (r"\(the GAN\ngenerator starts from the PSNR one and is fine-tuned; the shipped SRGAN.*?with alpha\)\.",
+         "(the GAN\ngenerator starts from the PSNR one and is fine-tuned: the two stages of one `train.ipynb` run)."),
+        (r" The curves below give PSNR and\nNIQE for each alpha, for both\. On the shipped pair.*?as ESRGAN did\.",
+         " The curves below give PSNR and\nNIQE for each alpha, for both; judge the panels by eye too, as ESRGAN did."),
+        (r", or put the shipped weights into checkpoints/\. ", ". "),
+    ],
+}
 
 
 class EditionError(ValueError):
@@ -152,11 +192,30 @@ def solution_regions(text: str) -> list[list[str]]:
     return regions
 
 
-def convert_notebook(text: str, where: str) -> tuple[str, int]:
-    """Strip the solution regions of every code cell; clear outputs, counts and timings."""
+def replace_texts(nb: dict, replacements: list[tuple[str, str]], where: str) -> None:
+    """Apply ``[(regular expression, replacement)]`` to the cells of ``nb`` in place; each
+    expression must match exactly once in the whole notebook (EditionError otherwise)."""
+    for pattern, replacement in replacements:
+        hits = 0
+        for cell in nb.get("cells", []):
+            source = cell.get("source", "")
+            source = "".join(source) if isinstance(source, list) else source
+            new, n = re.subn(pattern, replacement, source, flags=re.DOTALL)
+            if n:
+                cell["source"], hits = new, hits + n
+        if hits != 1:
+            raise EditionError(f"{where}: the text {pattern[:60]!r} of EDITION_TEXTS matches {hits} times, not once; "
+                               "update EDITION_TEXTS in course/student_edition.py to the notebook's text")
+
+
+def convert_notebook(text: str, where: str, replacements: list[tuple[str, str]] | None = None) -> tuple[str, int]:
+    """Strip the solution regions of every code cell; clear outputs, counts and all metadata
+    but the kernel, the language and cell tags; apply ``replacements`` (see :func:`replace_texts`)."""
     nb = json.loads(text)
     count = 0
+    nb["metadata"] = {k: v for k, v in nb.get("metadata", {}).items() if k in NOTEBOOK_METADATA}
     for index, cell in enumerate(nb.get("cells", [])):
+        cell["metadata"] = {k: v for k, v in cell.get("metadata", {}).items() if k in CELL_METADATA}
         if cell.get("cell_type") != "code":
             continue
         source = cell.get("source", "")
@@ -166,7 +225,8 @@ def convert_notebook(text: str, where: str) -> tuple[str, int]:
         cell["source"] = new
         cell["outputs"] = []
         cell["execution_count"] = None
-        cell.get("metadata", {}).pop("execution", None)
+    if replacements:
+        replace_texts(nb, replacements, where)
     return json.dumps(nb, indent=1, ensure_ascii=False) + "\n", count
 
 
@@ -198,9 +258,9 @@ def drop_reference_lines(gitignore: str) -> str:
 
 
 def listed_files(repo: Path) -> list[str]:
-    """Files of ``repo`` that git tracks or would track (not ignored), that exist."""
+    """Files of ``repo`` that git tracks (``git ls-files``), that exist; untracked files never."""
     try:
-        proc = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        proc = subprocess.run(["git", "ls-files", "--cached", "-z"],
                               cwd=repo, capture_output=True, check=True)
     except (OSError, subprocess.CalledProcessError) as err:
         raise EditionError(f"cannot list the files of {repo} with git ({err}); run this tool in a git "
@@ -245,7 +305,7 @@ def build_edition(repo: Path, with_weights: bool = False) -> tuple[dict[str, byt
                                    f"({err.msg}); a region must hold whole statements") from None
             data = text.encode("utf-8")
         elif name.endswith(".ipynb"):
-            text, n = convert_notebook(data.decode("utf-8"), name)
+            text, n = convert_notebook(data.decode("utf-8"), name, None if with_weights else EDITION_TEXTS.get(name))
             regions += n
             data = text.encode("utf-8")
         elif name == ".gitignore":
@@ -266,8 +326,12 @@ def write_edition(files: dict[str, bytes], out_dir: Path) -> None:
     """Write ``files`` into ``out_dir`` (which must not exist or be empty), all or nothing."""
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise EditionError(f"{out_dir} exists and is not an empty folder; choose a new output folder")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    except OSError as err:
+        raise EditionError(f"cannot write {out_dir}: {err.strerror or err}; choose a folder you can write "
+                           "(e.g. in your home folder)") from None
     try:
         for name, data in files.items():
             path = tmp / name
@@ -276,6 +340,10 @@ def write_edition(files: dict[str, bytes], out_dir: Path) -> None:
         if out_dir.exists():
             out_dir.rmdir()
         os.replace(tmp, out_dir)
+    except OSError as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise EditionError(f"cannot write {out_dir}: {err.strerror or err} ({err.filename or out_dir}); "
+                           "free some space or choose another folder") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

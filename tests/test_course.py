@@ -121,6 +121,7 @@ def test_the_cli_refuses_unbalanced_delimiters_in_one_line_and_writes_nothing(tm
         shutil.copy(REPO / "course" / name, repo / "course" / name)
     (repo / "models.py").write_text("class A:\n    ### BEGIN SOLUTION\n    pass\n")
     subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    subprocess.run(["git", "add", "models.py", "course"], cwd=repo, check=True)
     out = tmp_path / "edition"
     proc = _run([str(repo / "course" / "student_edition.py"), str(out)], cwd=repo)
     assert proc.returncode == 2

@@ -65,8 +65,12 @@ def test_srresnet_x4_has_the_papers_parameter_count(todo):
     with todo():
         net = models.SRResNet(scale=4)
     n = n_params(net)
+    no_bias = [name for name, m in net.named_modules() if isinstance(m, nn.Conv2d) and m.bias is None]
     assert n == 1_549_462, (
-        f"SRResNet x4 (16 blocks, 64 channels) must have 1,549,462 parameters, yours has {n:,}")
+        f"SRResNet x4 (16 blocks, 64 channels) must have 1,549,462 parameters, yours has {n:,}"
+        + (f"; {len(no_bias)} of your convolutions have no bias (bias=False: {', '.join(no_bias[:3])}"
+           f"{', ...' if len(no_bias) > 3 else ''}). Before a BatchNorm a bias is redundant, but the paper's "
+           "network and the kit's checkpoints keep one in every conv: drop bias=False" if no_bias else ""))
     assert n_params(models.Generator(scale=4)) == n, "Generator must be the same network as SRResNet"
 
 

@@ -24,7 +24,12 @@ def test_discriminator_has_the_papers_parameter_count(todo):
     with todo():
         net = models.Discriminator()
     n, expected = sum(p.numel() for p in net.parameters()), papers_parameter_count()
-    assert n == expected, f"Discriminator() (64 channels, dense 1024) must have {expected:,} parameters, yours has {n:,}"
+    no_bias = [name for name, m in net.named_modules() if isinstance(m, nn.Conv2d) and m.bias is None]
+    assert n == expected, (
+        f"Discriminator() (64 channels, dense 1024) must have {expected:,} parameters, yours has {n:,}"
+        + (f"; {len(no_bias)} of your convolutions have no bias (bias=False: {', '.join(no_bias[:3])}"
+           f"{', ...' if len(no_bias) > 3 else ''}). Before a BatchNorm a bias is redundant, but the paper's "
+           "network and the kit's checkpoints keep one in every conv: drop bias=False" if no_bias else ""))
 
 
 def test_discriminator_conv_bn_leakyrelu_layout(todo, layer_names):
