@@ -363,7 +363,7 @@ def imresize(
         padding: source pixels outside the image: ``"replicate"`` clamps to the
             edge (reproduces the benchmark's MATLAB-made LR files; the default),
             ``"symmetric"`` mirrors (``aux = [1:n, n:-1:1]``; what MATLAB R2021a's
-            NIQE needs, see ``utils.calculate_niqe``).
+            NIQE needs, see ``metrics.calculate_niqe``).
 
     Returns:
         numpy: ``uint8`` for ``uint8`` input (each pass rounded half away from zero

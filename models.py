@@ -1,50 +1,39 @@
-"""Network architectures of the kit (losses live in ``solver.py``, metrics in ``utils.py``).
+"""The networks of the kit: generators, discriminators and the perceptual-loss feature extractors.
 
-What is in this file, in order:
+Read top to bottom:
 
-* ``SRResNet``  - the SRGAN paper's generator network (Ledig et al., CVPR 2017), trained
+* ``SRResNet`` - the SRGAN paper's generator network (Ledig et al., CVPR 2017), trained
   alone with an MSE loss it is "SRResNet"; ``Generator`` is the very same network used as
   the SRGAN generator (same ``state_dict`` keys, so SRResNet weights load directly).
 * ``Discriminator`` - the SRGAN discriminator (eight 3x3 convs, dense 1024, dense 1).
 * ``RRDBNet`` - the ESRGAN generator (Wang et al., ECCVW 2018): residual-in-residual dense
-  blocks, no batch norm.
-* ``VGGStyleDiscriminator`` - the ESRGAN discriminator.
-* ``spectral_normalize`` - spectral normalisation of either discriminator (an option of stage 2).
-* ``interpolate_networks`` - ESRGAN network interpolation between a PSNR-oriented and a
-  GAN-trained generator.
+  blocks, no batch norm; ``VGGStyleDiscriminator`` - the ESRGAN discriminator.
+* ``spectral_normalize`` - spectral normalisation of either discriminator (an option of stage 2);
+  ``interpolate_networks`` - ESRGAN network interpolation.
 * ``TruncatedVGG19`` - frozen ImageNet VGG19 feature extractor phi_{i,j} for the
-  perceptual (content) loss; ``TruncatedVGG16`` - the SRGAN lab's VGG16 ``features[:31]``;
-  both are a ``TruncatedVGG``.
-* Generator checkpoints: ``GENERATORS``, ``build_generator``, ``generator_arch``,
-  ``save_generator``, ``load_generator``, ``load_generator_checked`` (with the checks and
-  messages the notebooks need), ``clean_state_dict``, ``load_checkpoint``.
+  perceptual (content) loss; ``TruncatedVGG16`` - the SRGAN lab's VGG16 ``features[:31]``
+  (the weight files: ``vgg_weights.py``).
+* The registry: ``GENERATORS`` / ``DISCRIMINATORS`` by name, ``build_generator``,
+  ``build_discriminator``, ``generator_arch``. A new architecture is a class here plus one
+  entry in its registry; the training config names it (``model.generator.name``).
 
 Conventions (see the docstring of ``utils.py``): networks take and return ``float32``
 ``NxCxHxW`` RGB tensors with values in ``[0, 1]``. Generators have a *linear* output (no
 final activation): the SRGAN paper ends with tanh and works in ``[-1, 1]``; this kit uses
 ``[0, 1]`` targets instead, so the output is only approximately in ``[0, 1]`` and is
-clamped by ``utils.tensor2img`` when converted back to an image.
-
-Checkpoint convention (used by ``solver.py`` and the notebooks): a generator checkpoint is
-a dict ``{"arch": {"name": "SRResNet" | "Generator" | "RRDBNet", "kwargs": {...}},
-"generator": state_dict, ...}`` where further keys (optimisers, config, epoch, metrics)
-are allowed. ``load_generator(path)`` rebuilds the right network from it.
+clamped by ``utils.tensor2img`` when converted back to an image. Saving and loading
+generator files: ``checkpoints.py``.
 """
 from __future__ import annotations
 
-import inspect
 import math
-import os
-from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from utils import CheckpointError, load_state, save_state
-
-PathLike = str | os.PathLike
+from utils import PathLike, clean_state_dict, load_weights, unwrap
+from vgg_weights import load_vgg_weights, vgg_source
 
 SCALES = (2, 3, 4, 8)
 
@@ -181,52 +170,41 @@ class SRResNet(nn.Module):
         return self.tail(feat)  # Nx3x(scale*h)x(scale*w)
         ### END SOLUTION
 
-
 class Generator(SRResNet):
     """The SRGAN generator: exactly the SRResNet network (same layers, same state_dict keys).
 
-    SRGAN training starts from a trained SRResNet; use ``Generator.from_srresnet(...)`` or
-    simply ``generator.load_state_dict(srresnet.state_dict())``.
+    SRGAN training starts from a trained SRResNet; use ``Generator.from_srresnet(srresnet)``
+    or simply ``generator.load_state_dict(srresnet.state_dict())`` (from a file:
+    ``checkpoints.generator_from_srresnet``).
     """
 
     @classmethod
-    def from_srresnet(cls, state_or_model: nn.Module | dict | PathLike) -> "Generator":
+    def from_srresnet(cls, state_or_model: nn.Module | dict) -> "Generator":
         """Build a Generator initialised from SRResNet weights.
 
         Args:
-            state_or_model: an ``SRResNet`` (or ``Generator``) module, a kit checkpoint dict
-                (``{"arch": ..., "generator": state_dict}``), a checkpoint file path, or a
-                bare SRResNet ``state_dict`` (its architecture is inferred from the shapes).
+            state_or_model: an ``SRResNet`` (or ``Generator``) module, or a bare SRResNet
+                ``state_dict`` (its architecture is inferred from the shapes).
 
         Returns:
             a ``Generator`` (train mode) holding a copy of those weights.
         """
-        what = "SRResNet weights"
-        if isinstance(state_or_model, (str, os.PathLike)):
-            what = f"SRResNet checkpoint {state_or_model}"
-            state_or_model = load_checkpoint(state_or_model, what="SRResNet checkpoint")
         if isinstance(state_or_model, nn.Module):
-            src = _unwrap(state_or_model)
+            src = unwrap(state_or_model)
             if not isinstance(src, SRResNet):
                 raise TypeError(f"expected an SRResNet, got {type(src).__name__}")
             kwargs, state = dict(src.arch_kwargs), src.state_dict()
-        elif isinstance(state_or_model, dict) and "generator" in state_or_model and "arch" in state_or_model:
-            arch = state_or_model["arch"]
-            if arch.get("name") not in ("SRResNet", "Generator"):
-                raise ValueError(f"checkpoint holds a {arch.get('name')!r}, not an SRResNet")
-            kwargs, state = dict(arch["kwargs"]), clean_state_dict(generator_weights(state_or_model))
         elif isinstance(state_or_model, dict):
             state = clean_state_dict(state_or_model)
-            kwargs = _srresnet_kwargs_from_state(state)
+            kwargs = srresnet_kwargs_from_state(state)
         else:
-            raise TypeError(f"expected a module, checkpoint dict, path or state_dict, got {type(state_or_model).__name__}")
-        check_finite_state(state, what)
+            raise TypeError(f"expected an SRResNet module or its state_dict, got {type(state_or_model).__name__}")
         generator = cls(**kwargs)
-        _load_state(generator, state, "SRResNet weights")
+        load_weights(generator, state, "SRResNet weights")
         return generator
 
 
-def _srresnet_kwargs_from_state(state: dict) -> dict:
+def srresnet_kwargs_from_state(state: dict) -> dict:
     """Infer ``scale``, ``n_blocks``, ``channels`` of an SRResNet from its state_dict shapes."""
     try:
         channels = state["head.0.weight"].shape[0]
@@ -503,15 +481,6 @@ def interpolate_networks(psnr_state: dict, gan_state: dict, alpha: float) -> dic
 # --------------------------------------------------------------------------------------
 # Perceptual loss networks: truncated VGG19 (SRGAN, ESRGAN) and VGG16 (the SRGAN lab)
 # --------------------------------------------------------------------------------------
-VGG19_URL = "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth"  # tests point it elsewhere
-VGG19_OFFICIAL_URL = "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth"
-VGG19_FILENAME = "vgg19-dcbb9e9d.pth"
-VGG16_URL = "https://download.pytorch.org/models/vgg16-397923af.pth"  # tests point it elsewhere
-VGG16_OFFICIAL_URL = "https://download.pytorch.org/models/vgg16-397923af.pth"
-VGG16_FILENAME = "vgg16-397923af.pth"
-# Safe unpickling of the downloaded file where this torch version supports the argument.
-_WEIGHTS_ONLY = ({"weights_only": True}
-                 if "weights_only" in inspect.signature(torch.hub.load_state_dict_from_url).parameters else {})
 # torchvision's vgg19().features / vgg16().features: numbers are 3x3 conv output channels
 # (each followed by a ReLU), "M" is a 2x2 max-pool. Layer indices follow torchvision exactly.
 _VGG_CFGS = {
@@ -519,22 +488,18 @@ _VGG_CFGS = {
               512, 512, 512, 512, "M"],
     "vgg16": [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"],
 }
+
+
 _VGG19_CFG = _VGG_CFGS["vgg19"]
+
+
 VGG16_N_LAYERS = 31  # len(vgg16().features): 13 conv + 13 ReLU + 5 max-pool; the lab's features[:31]
+
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
+
+
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-def _vgg_source(arch: str) -> tuple[str, str, str]:
-    """``(url, official url, file name)`` of torchvision's ImageNet weights of ``arch``.
-
-    The URLs are read when called, so tests can point ``VGG19_URL`` / ``VGG16_URL`` elsewhere.
-    """
-    if arch == "vgg19":
-        return VGG19_URL, VGG19_OFFICIAL_URL, VGG19_FILENAME
-    if arch == "vgg16":
-        return VGG16_URL, VGG16_OFFICIAL_URL, VGG16_FILENAME
-    raise ValueError(f"unknown VGG {arch!r}; use 'vgg19' or 'vgg16'")
 
 
 def vgg19_layer_index(i: int, j: int, before_activation: bool = False) -> int:
@@ -580,52 +545,6 @@ def _vgg19_features(n_layers: int) -> nn.Sequential:
     return _vgg_features(n_layers, "vgg19")
 
 
-def _missing_vgg_message(tried: list[str], arch: str = "vgg19") -> str:
-    """One line: what was tried, and how to supply the ImageNet weights of ``arch``."""
-    _, official, filename = _vgg_source(arch)
-    cache = Path(torch.hub.get_dir()) / "checkpoints" / filename
-    size = {"vgg19": "548 MB", "vgg16": "528 MB"}[arch]
-    cls = {"vgg19": "TruncatedVGG19", "vgg16": "TruncatedVGG16"}[arch]
-    return (f"could not get the ImageNet {arch.upper()} weights needed for the perceptual loss ("
-            + "; ".join(tried) + f"): download {official} ({size}) on a machine with internet access "
-            f"and put it at {cache} (the torch hub cache; TORCH_HOME moves it), or pass its path as "
-            f"{cls}(weights=...), i.e. the training config's vgg.weights (--vgg-weights)")
-
-
-def _load_vgg_state(weights: PathLike | None, arch: str = "vgg19") -> dict:
-    """Find the ``arch`` state_dict: explicit path, then torch hub cache, then download.
-
-    Raises ``FileNotFoundError`` for a missing explicit path and ``RuntimeError`` (one line,
-    saying how to supply the file) when neither the cache nor a download has it; never
-    falls back to anything else.
-    """
-    url, _, filename = _vgg_source(arch)
-    if weights is not None:
-        path = Path(weights)
-        if not path.is_file():
-            raise FileNotFoundError(f"{arch.upper()} weights file not found: {path} (download it from {url})")
-        return torch.load(path, map_location="cpu", weights_only=True)
-    tried = []
-    model_dir = Path(torch.hub.get_dir()) / "checkpoints"
-    cached = model_dir / filename
-    if cached.is_file():
-        return torch.load(cached, map_location="cpu", weights_only=True)
-    tried.append(f"not in the torch hub cache {cached}")
-    try:
-        # check_hash verifies the sha256 prefix in the file name (dcbb9e9d, 397923af) after download
-        return torch.hub.load_state_dict_from_url(url, model_dir=str(model_dir), map_location="cpu",
-                                                  progress=True, check_hash=True, **_WEIGHTS_ONLY)
-    except Exception as err:  # noqa: BLE001 - offline, proxy, HTTP error, hash mismatch ...
-        reason = " ".join(str(err).split())  # keep the message on one line
-        tried.append(f"download from {url} failed: {type(err).__name__}: {reason}")
-    raise RuntimeError(_missing_vgg_message(tried, arch))
-
-
-def _load_vgg19_state(weights: PathLike | None) -> dict:
-    """``_load_vgg_state`` for VGG19 (explicit path, torch hub cache, download)."""
-    return _load_vgg_state(weights, "vgg19")
-
-
 class TruncatedVGG(nn.Module):
     """A frozen ImageNet VGG (torchvision's ``vgg19`` or ``vgg16``) cut after ``n_layers`` layers.
 
@@ -659,7 +578,7 @@ class TruncatedVGG(nn.Module):
     def __init__(self, arch: str, n_layers: int, normalize: bool = True,
                  weights: PathLike | None = None, random_init: bool = False):
         super().__init__()
-        _vgg_source(arch)  # validates the name
+        vgg_source(arch)  # validates the name
         total = sum(1 if v == "M" else 2 for v in _VGG_CFGS[arch])  # conv + ReLU, or a max-pool
         if not isinstance(n_layers, int) or not 1 <= n_layers <= total:
             raise ValueError(f"{arch.upper()} features have {total} layers; n_layers must be 1..{total}, "
@@ -673,14 +592,14 @@ class TruncatedVGG(nn.Module):
             if weights is not None:
                 raise ValueError("give either weights=... or random_init=True, not both")
         else:
-            self.load_vgg_state(_load_vgg_state(weights, arch))
+            self.load_vgg_state(load_vgg_weights(weights, arch))
         for p in self.parameters():
             p.requires_grad_(False)
         self.eval()
 
     def load_vgg_state(self, state: dict) -> None:
         """Copy the needed ``features.N.*`` tensors from a full torchvision state_dict."""
-        name, filename = self.arch.upper(), _vgg_source(self.arch)[2]
+        name, filename = self.arch.upper(), vgg_source(self.arch)[2]
         if not isinstance(state, dict):
             raise ValueError(f"{name} weights must be a state_dict, got {type(state).__name__}")
         state = clean_state_dict(state)
@@ -732,9 +651,6 @@ class TruncatedVGG19(TruncatedVGG):
         super().__init__("vgg19", last + 1, normalize=True, weights=weights, random_init=random_init)
         self.i, self.j, self.before_activation = i, j, before_activation
 
-    def load_vgg19_state(self, state: dict) -> None:
-        """Copy the needed ``features.N.*`` tensors from a full VGG19 state_dict."""
-        self.load_vgg_state(state)
 
 
 class TruncatedVGG16(TruncatedVGG):
@@ -757,42 +673,11 @@ class TruncatedVGG16(TruncatedVGG):
 
 
 # --------------------------------------------------------------------------------------
-# Generator checkpoints
+# The registry: architectures by name (the training config and the checkpoints name them)
 # --------------------------------------------------------------------------------------
 GENERATORS: dict[str, type[nn.Module]] = {"SRResNet": SRResNet, "Generator": Generator, "RRDBNet": RRDBNet}
-
-_WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DistributedDataParallel, torch.compile
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    """The plain network inside a DDP / DataParallel / torch.compile wrapper."""
-    while True:
-        if hasattr(model, "_orig_mod"):
-            model = model._orig_mod
-        elif isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
-            model = model.module
-        else:
-            return model
-
-
-def clean_state_dict(state: dict) -> dict:
-    """Remove ``module.`` (DDP) and ``_orig_mod.`` (torch.compile) key prefixes.
-
-    Args:
-        state: a ``state_dict`` (str -> tensor).
-
-    Returns:
-        a new dict with the same tensors; a prefix is stripped only when every key has it.
-    """
-    state = dict(state)
-    changed = True
-    while changed and state:
-        changed = False
-        for prefix in _WRAPPER_PREFIXES:
-            if all(k.startswith(prefix) for k in state):
-                state = {k[len(prefix):]: v for k, v in state.items()}
-                changed = True
-    return state
+DISCRIMINATORS: dict[str, type[nn.Module]] = {"Discriminator": Discriminator,
+                                              "VGGStyleDiscriminator": VGGStyleDiscriminator}
 
 
 def build_generator(arch: dict) -> nn.Module:
@@ -813,168 +698,24 @@ def build_generator(arch: dict) -> nn.Module:
     return GENERATORS[name](**dict(arch.get("kwargs", {})))
 
 
+def build_discriminator(arch: dict) -> nn.Module:
+    """Build a fresh discriminator from ``{"name": one of DISCRIMINATORS, "kwargs": {...},
+    "spectral_norm": bool}`` (``spectral_normalize``-d when ``spectral_norm``); train mode, CPU."""
+    if not isinstance(arch, dict) or arch.get("name") not in DISCRIMINATORS:
+        name = arch.get("name") if isinstance(arch, dict) else arch
+        raise ValueError(f"unknown discriminator {name!r}; choose one of {sorted(DISCRIMINATORS)}")
+    net = DISCRIMINATORS[arch["name"]](**arch.get("kwargs", {}))
+    return spectral_normalize(net) if arch.get("spectral_norm") else net
+
+
 def generator_arch(model: nn.Module) -> dict:
     """The ``arch`` record of a generator: ``{"name": class name, "kwargs": constructor kwargs}``.
 
     Works through DDP / torch.compile wrappers. Raises ``TypeError`` for a network that is
     not one of ``GENERATORS``.
     """
-    net = _unwrap(model)
+    net = unwrap(model)
     name = type(net).__name__
     if name not in GENERATORS or not hasattr(net, "arch_kwargs"):
         raise TypeError(f"{name} is not a kit generator; expected one of {sorted(GENERATORS)}")
     return {"name": name, "kwargs": dict(net.arch_kwargs)}
-
-
-def save_generator(path: PathLike, model: nn.Module, **extra: Any) -> Path:
-    """Save a generator checkpoint ``{"arch": ..., "generator": state_dict, **extra}``.
-
-    Written by ``utils.save_state``: atomic (an interrupted save never leaves a truncated
-    file), safe to load (plain data only), with a SHA-256 digest that loading verifies.
-    Parent folders are created.
-
-    Args:
-        path: destination file (``.pth``).
-        model: an ``SRResNet`` / ``Generator`` / ``RRDBNet`` (wrappers are unwrapped, so
-            the saved keys have no ``module.`` / ``_orig_mod.`` prefix).
-        **extra: more entries to store (optimiser states, config, epoch, metrics, ...).
-
-    Returns:
-        the checkpoint path.
-    """
-    reserved = {"arch", "generator"} & set(extra)
-    if reserved:
-        raise ValueError(f"extra keys {sorted(reserved)} are reserved for the generator itself")
-    net = _unwrap(model)
-    checkpoint = {"arch": generator_arch(net), "generator": net.state_dict(), **extra}
-    return save_state(path, checkpoint)
-
-
-def load_checkpoint(path: PathLike, map_location: str | torch.device = "cpu",
-                    what: str = "checkpoint") -> dict:
-    """Read a kit ``.pth`` file safely (``utils.load_state``: never unpickles code, checks the digest).
-
-    Args:
-        path: the file. map_location: where to put its tensors. what: named in error messages.
-
-    Returns:
-        the saved dict.
-
-    Raises:
-        utils.CheckpointError: one line naming the file and what is wrong (a missing file is
-            also a ``FileNotFoundError``).
-    """
-    state = load_state(path, what=what)
-    if str(map_location) != "cpu":
-        state = _to_device(state, map_location)
-    return state
-
-
-def _to_device(obj: Any, device: str | torch.device) -> Any:
-    """Move every tensor inside nested dicts/lists/tuples to ``device``."""
-    if isinstance(obj, torch.Tensor):
-        return obj.to(device)
-    if isinstance(obj, dict):
-        return type(obj)((k, _to_device(v, device)) for k, v in obj.items())
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_to_device(v, device) for v in obj)
-    return obj
-
-
-def check_finite_state(state: dict, what: str) -> None:
-    """Refuse weights holding NaN or inf (a diverged run), with one line naming the first one.
-
-    Args:
-        state: a ``state_dict`` (str -> tensor). what: names the file, for the message.
-
-    Raises:
-        utils.CheckpointError: a floating-point tensor holds NaN or inf.
-    """
-    for name, tensor in state.items():
-        if torch.is_tensor(tensor) and tensor.is_floating_point() and not torch.isfinite(tensor).all():
-            bad = int((~torch.isfinite(tensor)).sum())
-            raise CheckpointError(
-                f"{what} holds NaN/inf weights ({bad} values in {name}): the training run diverged; "
-                "use an earlier checkpoint or retrain with a lower learning rate")
-
-
-def _load_state(model: nn.Module, state: dict, what: str) -> None:
-    """``load_state_dict(strict=True)`` with an error message that says what to check."""
-    try:
-        model.load_state_dict(clean_state_dict(state))
-    except RuntimeError as err:
-        raise RuntimeError(
-            f"{what} do not fit {type(model).__name__}({getattr(model, 'arch_kwargs', '')}): "
-            f"the checkpoint was saved from a different architecture or size.\n{err}") from err
-
-
-def load_generator(path: PathLike, device: str | torch.device = "cpu") -> nn.Module:
-    """Load a generator checkpoint written by ``save_generator`` (or ``solver.py``).
-
-    Args:
-        path: checkpoint file holding ``{"arch": ..., "generator": state_dict, ...}``;
-            ``module.`` / ``_orig_mod.`` key prefixes are accepted. A training checkpoint
-            with ``generator_ema`` gives the EMA generator (``generator_weights``).
-        device: where to put the network.
-
-    Returns:
-        the generator (``SRResNet``, ``Generator`` or ``RRDBNet``) in eval mode on ``device``.
-
-    Raises:
-        utils.CheckpointError (a ValueError): no such file (also a ``FileNotFoundError``), not a
-            safe, intact PyTorch file (see ``utils.load_state``), or weights holding NaN/inf.
-        ValueError: not a kit generator checkpoint.
-        RuntimeError: the weights do not fit the recorded architecture.
-    """
-    checkpoint = load_checkpoint(path, what="generator checkpoint")
-    if "arch" not in checkpoint or "generator" not in checkpoint:
-        found = sorted(map(str, checkpoint))[:8]
-        raise ValueError(
-            f"{path} is not a kit generator checkpoint: expected a dict with keys 'arch' and "
-            f"'generator' (written by models.save_generator / solver.py), found {found}. "
-            "For a bare state_dict build the network yourself and call load_state_dict.")
-    weights = generator_weights(checkpoint)
-    check_finite_state(weights, f"generator checkpoint {path}")
-    model = build_generator(checkpoint["arch"])
-    _load_state(model, weights, f"weights in {path}")
-    return model.to(device).eval()
-
-
-def generator_weights(checkpoint: dict) -> dict:
-    """The generator ``state_dict`` a kit checkpoint stands for: its EMA weights when it has
-    them (a training checkpoint of a run with ``stage2.ema_decay > 0``, whose validation and
-    exported files use the EMA), else ``checkpoint["generator"]``."""
-    ema = checkpoint.get("generator_ema")
-    return ema if ema is not None else checkpoint["generator"]
-
-
-def load_generator_checked(path: PathLike, scale: int, device: str | torch.device = "cpu") -> nn.Module:
-    """:func:`load_generator` plus the checks a notebook needs, with messages that say what to do.
-
-    Args:
-        path: generator checkpoint (``{"arch": ..., "generator": state_dict, ...}``).
-        scale: the upscaling factor the caller works at.
-        device: where to put the network.
-
-    Returns:
-        the generator in eval mode; it maps ``float32`` ``Nx3xhxw`` in [0, 1] to
-        ``Nx3x(scale*h)x(scale*w)``.
-
-    Raises:
-        FileNotFoundError: no such file (train one with ``train.ipynb`` or add the shipped weights).
-        ValueError: not a readable generator checkpoint, or a generator of another scale.
-        RuntimeError: weights that do not fit the architecture recorded in the checkpoint.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"no generator checkpoint at {path}. Run train.ipynb first (it writes "
-            f"runs/<name>/generator_stage1.pth and generator_stage2.pth), or copy the shipped "
-            f"weights into checkpoints/, then re-run this cell.")
-    model = load_generator(path, device=device)
-    model_scale = getattr(model, "scale", None)
-    if model_scale != scale:
-        raise ValueError(
-            f"{path} holds a x{model_scale} generator, but this notebook works at x{scale}: "
-            f"choose a x{scale} checkpoint, or set the scale to {model_scale} at the top of the notebook.")
-    return model

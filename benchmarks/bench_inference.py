@@ -1,4 +1,4 @@
-"""Inference speed of SRResNet x4 through ``utils.super_resolve``, fp32 and bf16 side by side.
+"""Inference speed of SRResNet x4 through ``inference.super_resolve``, fp32 and bf16 side by side.
 
 Cases (SRResNet x4, 16 blocks, 64 channels, random init; timings are end to end: uint8 in
 -> uint8 out, including host/device copies), each in fp32 and in bf16
@@ -15,7 +15,7 @@ bf16 is fast where the hardware computes it natively: GPUs, and CPUs with AVX512
 AMX (the header says whether this CPU has it). Elsewhere PyTorch emulates it, slower than
 fp32 and with ~10x the memory, and ``super_resolve`` refuses it; the CPU bf16 cases are
 then skipped unless ``--emulated-bf16`` (which lets them run to show what the refusal
-avoids: several GB per 200x200 image). Scores (``utils.evaluate``) are always fp32.
+avoids: several GB per 200x200 image). Scores (``inference.evaluate``) are always fp32.
 
 Each case runs in its own subprocess so that its peak RSS (``resource.getrusage``,
 ``ru_maxrss``) is its own. Prints figures; asserts nothing. Run it when the machine is
@@ -45,12 +45,12 @@ def run_case(case: str, tile: int, repeats: int, emulated_bf16: bool = False) ->
     import numpy as np
     import torch
 
-    import utils
+    import inference
+    from inference import super_resolve
     from models import SRResNet
-    from utils import super_resolve
 
     if emulated_bf16:  # measure what super_resolve refuses on CPUs without native bf16
-        utils.cpu_has_native_bf16 = lambda: True
+        inference.cpu_has_native_bf16 = lambda: True
 
     device, precision, size, *rest = case.split("-")
     tiled = bool(rest)
@@ -98,7 +98,7 @@ def main() -> None:
 
     import torch
 
-    from utils import cpu_has_native_bf16
+    from inference import cpu_has_native_bf16
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -108,7 +108,7 @@ def main() -> None:
 
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     sizes = [f"{args.size}"] + ([] if args.skip_large else [f"{args.large}-tiled"])
-    print(f"SRResNet x4 (16 blocks, 64 ch, random init) via utils.super_resolve | torch {torch.__version__} | "
+    print(f"SRResNet x4 (16 blocks, 64 ch, random init) via inference.super_resolve | torch {torch.__version__} | "
           f"CPU {torch.backends.cpu.get_cpu_capability()}, native bf16: {'yes' if cpu_has_native_bf16() else 'no'} | "
           f"threads {args.threads or torch.get_num_threads()}"
           + (f" | {torch.cuda.get_device_name()}" if torch.cuda.is_available() else " | no CUDA"), flush=True)

@@ -1,4 +1,4 @@
-"""Speed of utils.calculate_niqe, against a per-block loop port of the NIQE MATLAB release.
+"""Speed of metrics.calculate_niqe, against a per-block loop port of the NIQE MATLAB release.
 
 Usage::
 
@@ -27,6 +27,7 @@ sys.path.insert(0, str(REPO))
 from scipy.special import gamma  # noqa: E402
 
 import utils  # noqa: E402
+import metrics  # noqa: E402
 from imresize import imresize  # noqa: E402
 
 BABOON = "Set14/image_SRF_4/img_001_SRF_4_HR.png"
@@ -54,13 +55,13 @@ def loop_port(img: np.ndarray) -> float:
             out += [alpha, (br - bl) * gamma(2 / alpha) / gamma(1 / alpha), bl, br]
         return out
 
-    mu_p, cov_p, window = utils._niqe_model()
-    y = utils.rgb2y(img) if img.ndim == 3 else img
+    mu_p, cov_p, window = metrics._niqe_model()
+    y = metrics.rgb2y(img) if img.ndim == 3 else img
     rows, cols = y.shape[0] // 96, y.shape[1] // 96
     x = y[:rows * 96, :cols * 96].astype(np.float64)
     feats = []
     for scale in (1, 2):
-        mscn = utils._mscn(x, window)
+        mscn = metrics._mscn(x, window)
         size = 96 // scale
         feats.append([features(mscn[i * size:(i + 1) * size, j * size:(j + 1) * size])
                       for j in range(cols) for i in range(rows)])
@@ -101,7 +102,7 @@ def main() -> None:
     print("| image | calculate_niqe | loop port | speed-up | NIQE | loop port NIQE |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for name, img in cases.items():
-        fast, value = timed(lambda: utils.calculate_niqe(img), args.runs)
+        fast, value = timed(lambda: metrics.calculate_niqe(img), args.runs)
         slow, ref = timed(lambda: loop_port(img), max(3, args.runs // 3))
         print(f"| {name} | {fast:.3f} s | {slow:.3f} s | {slow / fast:.1f}x | {value:.8f} | {ref:.8f} |")
     if "Set14 baboon 480x492 RGB" not in cases:

@@ -1,14 +1,14 @@
 """Training speed: SRResNet stage-1 and SRGAN stage-2 iterations per second.
 
-Times the solver's own training step (``solver.train_stage1_epoch`` /
-``solver.train_stage2_epoch``) on synthetic batches (batch 16, 96x96 HR patches, as in
+Times the solver's own training steps (``solver.pretrain_step`` / ``solver.gan_step`` inside
+``training.train_epoch``) on synthetic batches (batch 16, 96x96 HR patches, as in
 the paper; data loading is not included, see ``--data`` for that), for several variants:
 
 * ``fp32-nchw``      plain float32, default (NCHW) memory format
 * ``channels-last``  NHWC activations and weights (the solver's default), float32
 * ``channels-last+bf16``  the same under ``torch.autocast(dtype=torch.bfloat16)`` (CPU and CUDA;
                      what ``speed.amp="auto"`` picks on a CPU with native bf16, see
-                     ``utils.cpu_has_native_bf16``)
+                     ``inference.cpu_has_native_bf16``)
 * ``+compile``       ``torch.compile`` (inductor) on top of channels-last, if a C compiler works
 * on CUDA also ``amp-fp16`` (autocast with GradScaler)
 
@@ -45,17 +45,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import models  # noqa: E402
 import solver  # noqa: E402
-import utils  # noqa: E402
+import inference  # noqa: E402
+import losses  # noqa: E402
+import training  # noqa: E402
 
 
-def make_ctx(device: torch.device, amp: str, channels_last: bool) -> solver.TrainContext:
-    dtype = solver._amp_dtype(amp, device)
-    use_scaler = dtype == torch.float16
-    return solver.TrainContext(
-        device=device, amp_dtype=dtype, channels_last=channels_last, progress=False,
-        log_every=10, global_step=0, check_every=1 if device.type == "cpu" else 10,
-        scaler_g=torch.amp.GradScaler(device.type, enabled=use_scaler),
-        scaler_d=torch.amp.GradScaler(device.type, enabled=use_scaler))
+def make_ctx(device: torch.device, amp: str, channels_last: bool) -> training.TrainContext:
+    return training.TrainContext(
+        device=device, amp_dtype=training._amp_dtype(amp, device), channels_last=channels_last, progress=False,
+        log_every=10, global_step=0, check_every=1 if device.type == "cpu" else 10)
+
+
+def scaled(optimizer: torch.optim.Optimizer, ctx: training.TrainContext) -> torch.optim.Optimizer:
+    """``optimizer`` with a GradScaler attached under fp16 (as the solver does)."""
+    device_type = ctx.device.type
+    training.attach_grad_scaler(optimizer, torch.amp.GradScaler(device_type, enabled=ctx.amp_dtype == torch.float16))
+    return optimizer
 
 
 def _sync(device: torch.device) -> None:
@@ -78,22 +83,25 @@ def time_stage(stage: int, device: torch.device, variant: str, batch: int, patch
     data = [(lr, hr)]
     ctx = make_ctx(device, amp, channels_last)
     kw = {"foreach": True} if device.type == "cpu" else {"fused": True}
-    opt_g = torch.optim.Adam(g.parameters(), lr=1e-4, **kw)
+    opt_g = scaled(torch.optim.Adam(g.parameters(), lr=1e-4, **kw), ctx)
     sched_g = torch.optim.lr_scheduler.MultiStepLR(opt_g, [10**9])
     g_run = torch.compile(g) if compile_ else g
     if stage == 1:
         def run(n):
-            solver.train_stage1_epoch(g_run, data * n, opt_g, sched_g, ctx)
+            training.train_epoch(data * n, ctx, 1, 1, lambda lr, hr: solver.pretrain_step(g_run, lr, hr, opt_g),
+                                 [sched_g], [g_run])
     else:
         d = models.Discriminator().to(device).to(memory_format=mf)
         d_run = torch.compile(d) if compile_ else d
-        opt_d = torch.optim.Adam(d.parameters(), lr=1e-4, **kw)
+        opt_d = scaled(torch.optim.Adam(d.parameters(), lr=1e-4, **kw), ctx)
         sched_d = torch.optim.lr_scheduler.MultiStepLR(opt_d, [10**9])
-        content = solver.ContentLoss("vgg54", vgg_random_init=True).to(device).to(memory_format=mf)
-        cfg2 = solver.make_config("srgan-vgg54").stage2
+        content = losses.ContentLoss("vgg54", vgg_random_init=True).to(device).to(memory_format=mf)
+        weights = solver.loss_weights(solver.make_config("srgan-vgg54").stage2)
+        frozen = training.DiscriminatorInput(d_run, frozen=True)
 
         def run(n):
-            solver.train_stage2_epoch(g_run, d_run, data * n, opt_g, opt_d, sched_g, sched_d, content, ctx, cfg2)
+            training.train_epoch(data * n, ctx, 2, 1, lambda lr, hr: solver.gan_step(
+                g_run, d_run, lr, hr, opt_g, opt_d, content, weights, frozen), [sched_g, sched_d], [g_run, d_run])
     run(warmup)
     _sync(device)
     times = []
@@ -111,8 +119,8 @@ def bench_data(list_file: str, batch: int, patch: int, workers: int, n_batches: 
     from datasets import TrainDataset
 
     ds = TrainDataset(list_file, scale=4, patch_size=patch, patches_per_image=100)
-    sampler = solver.SeededSampler(len(ds), seed=0)
-    loader = DataLoader(solver.SeededDataset(ds), batch_size=batch, sampler=sampler, num_workers=workers,
+    sampler = training.SeededSampler(len(ds), seed=0)
+    loader = DataLoader(training.SeededDataset(ds), batch_size=batch, sampler=sampler, num_workers=workers,
                         drop_last=True, persistent_workers=workers > 0)
     it = iter(loader)
     next(it)
@@ -145,10 +153,10 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     devices = ["cpu", "cuda"] if args.device == "all" else [args.device]
     devices = [d for d in devices if d == "cpu" or torch.cuda.is_available()]
-    cc = solver.c_compiler_available()
+    cc = training.c_compiler_available()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, mkldnn "
-          f"{torch.backends.mkldnn.is_available()}, native CPU bf16 {utils.cpu_has_native_bf16()} "
-          f"(speed.amp=auto uses {solver._amp_dtype('auto', torch.device('cpu')) or 'fp32'} on this CPU), "
+          f"{torch.backends.mkldnn.is_available()}, native CPU bf16 {inference.cpu_has_native_bf16()} "
+          f"(speed.amp=auto uses {training._amp_dtype('auto', torch.device('cpu')) or 'fp32'} on this CPU), "
           f"C compiler {'ok' if cc else 'missing'}; "
           f"load average {os.getloadavg()[0]:.2f} (cores: {os.cpu_count()})")
     print(f"batch {args.batch}, HR patch {args.patch}, SRResNet {args.n_blocks} blocks; median of "

@@ -1,9 +1,9 @@
 """Quality of the x4 generators on Set5 and Set14, and how the shipped weights were exported.
 
-Scores bicubic and each generator with test.ipynb's protocol (``utils.evaluate``: MATLAB
-``imresize`` LR, uint8 SR, Y channel, 4 border pixels shaved), with NIQE (``utils.calculate_niqe``,
-no reference, lower = more natural; the HR images get their own row, ``utils.evaluate_hr``)
-and the kit's sharpness measure (``utils.calculate_sharpness``: gradient magnitude vs HR,
+Scores bicubic and each generator with test.ipynb's protocol (``inference.evaluate``: MATLAB
+``imresize`` LR, uint8 SR, Y channel, 4 border pixels shaved), with NIQE (``metrics.calculate_niqe``,
+no reference, lower = more natural; the HR images get their own row, ``inference.evaluate_hr``)
+and the kit's sharpness measure (``metrics.calculate_sharpness``: gradient magnitude vs HR,
 1 = as sharp as HR), prints one Markdown table, and draws zoomed crops of every Set5 image
 from every method (the "look sharper" check of the GAN generator).
 
@@ -35,7 +35,10 @@ sys.path.insert(0, str(REPO))
 import torch  # noqa: E402
 
 import models  # noqa: E402
-import utils  # noqa: E402
+import checkpoints  # noqa: E402
+import inference  # noqa: E402
+import metrics  # noqa: E402
+import notebook_helpers  # noqa: E402
 from create_data_lists import prepare_test_lists  # noqa: E402
 from datasets import EvalDataset  # noqa: E402
 
@@ -54,14 +57,14 @@ def load_sets(benchmark: Path | None) -> dict[str, EvalDataset]:
 
 
 def score(net: torch.nn.Module | None, sets: dict[str, EvalDataset]) -> dict[str, dict[str, float]]:
-    """Mean PSNR / SSIM / NIQE / sharpness per set (``utils.mean_metrics`` of ``utils.evaluate``)."""
-    return {name: utils.mean_metrics(utils.evaluate(net, data, SCALE, progress=False))
+    """Mean PSNR / SSIM / NIQE / sharpness per set (``metrics.mean_metrics`` of ``inference.evaluate``)."""
+    return {name: metrics.mean_metrics(inference.evaluate(net, data, SCALE, progress=False))
             for name, data in sets.items()}
 
 
 def score_hr(sets: dict[str, EvalDataset]) -> dict[str, dict[str, float]]:
-    """Mean NIQE of the HR images per set (``utils.evaluate_hr``, same border shaved)."""
-    return {name: utils.mean_metrics(utils.evaluate_hr(data, SCALE, progress=False)) for name, data in sets.items()}
+    """Mean NIQE of the HR images per set (``inference.evaluate_hr``, same border shaved)."""
+    return {name: metrics.mean_metrics(inference.evaluate_hr(data, SCALE, progress=False)) for name, data in sets.items()}
 
 
 def export(checkpoint: Path, dst: Path, sets: dict[str, EvalDataset], hardware: str, train_data: str,
@@ -69,7 +72,7 @@ def export(checkpoint: Path, dst: Path, sets: dict[str, EvalDataset], hardware: 
            alpha: float = 1.0) -> None:
     """Write the generator of a training checkpoint (``solver.py``) as a shipped file.
 
-    The file holds ``arch``, ``generator`` (what ``models.load_generator`` reads) and, for
+    The file holds ``arch``, ``generator`` (what ``checkpoints.load_generator`` reads) and, for
     the reader: the training config, the per-epoch log (up to the shipped epoch), where and
     how long it trained, and its Set5/Set14 scores.
 
@@ -78,17 +81,17 @@ def export(checkpoint: Path, dst: Path, sets: dict[str, EvalDataset], hardware: 
     ``models.interpolate_networks(interpolate_with, generator, alpha)`` (ESRGAN network
     interpolation with the PSNR-oriented network the GAN stage started from).
     """
-    state = utils.load_state(checkpoint, what="training checkpoint")
+    state = checkpoints.load_state(checkpoint, what="training checkpoint")
     stage, epoch, step = int(state["stage"]), int(state["epoch"]), int(state["global_step"])
-    weights = models.generator_weights(state)  # the EMA when the run kept one
+    weights = checkpoints.generator_weights(state)  # the EMA when the run kept one
     if generator is not None:
-        kept = utils.load_state(generator, what="generator checkpoint")
+        kept = checkpoints.load_state(generator, what="generator checkpoint")
         if kept["arch"] != state["arch"]:
             raise SystemExit(f"{generator} is not a generator of the run {checkpoint} (other architecture)")
         stage, epoch, step, weights = int(kept["stage"]), int(kept["epoch"]), int(kept["global_step"]), kept["generator"]
     log = [row for row in state["log"] if (int(row["stage"]), int(row["epoch"])) <= (stage, epoch)]
     if interpolate_with is not None:
-        base = utils.load_state(interpolate_with, what="generator checkpoint")
+        base = checkpoints.load_state(interpolate_with, what="generator checkpoint")
         weights = models.interpolate_networks(base["generator"], weights, alpha)
     net = models.build_generator(state["arch"])
     net.load_state_dict(weights)
@@ -102,7 +105,7 @@ def export(checkpoint: Path, dst: Path, sets: dict[str, EvalDataset], hardware: 
         training["network_interpolation"] = {"alpha": float(alpha), "psnr_network": Path(interpolate_with).name}
     metrics_x4 = {name: {"psnr": round(m["psnr"], 4), "ssim": round(m["ssim"], 5), "niqe": round(m["niqe"], 4),
                          "sharpness": round(m["sharpness"], 4)} for name, m in metrics.items()}
-    models.save_generator(dst, net, config=state["config"], training=training, log=log,
+    checkpoints.save_generator(dst, net, config=state["config"], training=training, log=log,
                           metrics_x4=metrics_x4)
     print(f"wrote {dst}: {training}")
     for name, m in metrics.items():  # unrounded: rounding twice can change the last digit
@@ -122,19 +125,19 @@ def crops_figure(sets: dict[str, EvalDataset], nets: dict[str, torch.nn.Module],
     for row in range(len(data)):
         item = data[row]
         hr = item["hr"]
-        rows, cols = utils.detail_crop(hr, size)
-        outputs = {"Bicubic": utils.bicubic_upscale(item["lr"], SCALE),
-                   **{label: utils.super_resolve(net, item["lr"]) for label, net in nets.items()}, "HR": hr}
+        rows, cols = notebook_helpers.detail_crop(hr, size)
+        outputs = {"Bicubic": inference.bicubic_upscale(item["lr"], SCALE),
+                   **{label: inference.super_resolve(net, item["lr"]) for label, net in nets.items()}, "HR": hr}
         for col, (label, img) in enumerate(outputs.items()):
             ax = axes[row][col]
             ax.imshow(img[rows, cols], cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=255,
                       interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
-            niqe = utils.niqe_or_nan(img, SCALE)
+            niqe = metrics.niqe_or_nan(img, SCALE)
             if label != "HR":
-                ax.set_xlabel(f"{utils.calculate_psnr(img, hr, SCALE):.2f} dB, NIQE {niqe:.2f}, "
-                              f"sharp. {utils.calculate_sharpness(img, hr, SCALE):.2f}", fontsize=7)
+                ax.set_xlabel(f"{metrics.calculate_psnr(img, hr, SCALE):.2f} dB, NIQE {niqe:.2f}, "
+                              f"sharp. {metrics.calculate_sharpness(img, hr, SCALE):.2f}", fontsize=7)
             else:
                 ax.set_xlabel(f"NIQE {niqe:.2f}", fontsize=7)
             if row == 0:
@@ -144,7 +147,7 @@ def crops_figure(sets: dict[str, EvalDataset], nets: dict[str, torch.nn.Module],
     fig.suptitle(f"{len(data)} test images x{SCALE}, most detailed {size}x{size} HR crop "
                  "(PSNR, NIQE and sharpness of the whole image)", fontsize=10)
     fig.tight_layout()
-    utils.save_figure(fig, path, dpi=110)
+    notebook_helpers.save_figure(fig, path, dpi=110)
     plt.close(fig)
     print(f"saved {path}")
 
@@ -195,12 +198,12 @@ def _main(argv: list[str] | None) -> None:
                  if path.is_file()]
     nets = {}
     for path in paths:
-        net = models.load_generator_checked(path, SCALE)
+        net = checkpoints.load_generator_checked(path, SCALE)
         kind = "psnr" if "srresnet" in path.name or "stage1" in path.name else "gan"
-        label = utils.model_label(kind, net, path)
-        if not utils.is_shipped_checkpoint(path):  # several epochs or runs side by side: say which file
+        label = notebook_helpers.model_label(kind, net, path)
+        if not notebook_helpers.is_shipped_checkpoint(path):  # several epochs or runs side by side: say which file
             run = path.parent.parent if path.parent.name == "generators" else path.parent
-            label = f"{utils.model_label(kind, net)} ({run.name}/{path.stem})"
+            label = f"{notebook_helpers.model_label(kind, net)} ({run.name}/{path.stem})"
         nets[label] = net
     sets = load_sets(args.benchmark)  # after the generators: a bad file is refused before any scoring
     # one row per method: PSNR / SSIM per set, then NIQE and sharpness of all sets (README layout)
@@ -211,7 +214,7 @@ def _main(argv: list[str] | None) -> None:
         rows.append([label] + [f"{metrics[s]['psnr']:.2f} / {metrics[s]['ssim']:.4f}" for s in sets]
                     + [" / ".join(f"{metrics[s][key]:.2f}" for s in sets) for key in ("niqe", "sharpness")])
     names = " / ".join(sets)
-    print(utils.markdown_table(["Method"] + [f"{s} PSNR / SSIM" for s in sets]
+    print(notebook_helpers.markdown_table(["Method"] + [f"{s} PSNR / SSIM" for s in sets]
                                + [f"NIQE {names}", f"sharpness {names}"], rows))
     if args.crops and nets:
         crops_figure(sets, nets, Path(args.crops))

@@ -22,7 +22,7 @@ import matplotlib  # noqa: E402
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-import utils  # noqa: E402
+import notebook_helpers  # noqa: E402
 
 
 def read_log(path: Path) -> list[dict[str, float]]:
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
     fig.suptitle("stage 2 on the validation images (the validated generator: the EMA when the run keeps one)",
                  fontsize=10)
     fig.tight_layout()
-    utils.save_figure(fig, args.out, dpi=100)
+    notebook_helpers.save_figure(fig, args.out, dpi=100)
     print(f"saved {args.out}")
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-import models
+import checkpoints
 import solver
 import utils
 from create_data_lists import write_data_list
@@ -47,7 +47,7 @@ def test_basic_mode_trains_g_and_d_from_random_weights(tiny_lists, tmp_path, mon
     def no_file(*args, **kwargs):
         raise AssertionError("basic mode must not load a pretrained generator")
 
-    monkeypatch.setattr(models, "load_generator", no_file)
+    monkeypatch.setattr(checkpoints, "load_generator", no_file)
     out = tmp_path / "basic"
     cfg = solver.make_config(
         "basic", "quick", out=str(out), seed=0, device="cpu", log_every=1,

@@ -1,8 +1,8 @@
 """Checkpoint files: no code ever runs from a .pth, flipped bytes and NaN weights are refused.
 
-Every ``.pth`` the kit reads or writes goes through ``utils.save_state`` / ``utils.load_state``.
+Every ``.pth`` the kit reads or writes goes through ``checkpoints.save_state`` / ``checkpoints.load_state``.
 A file whose pickle would run code when loaded ("malicious pickle") must be refused with one
-line from every entry point (``load_state``, ``models.load_generator``,
+line from every entry point (``load_state``, ``checkpoints.load_generator``,
 ``Generator.from_srresnet``, solver's resume and ``--pretrained``), and the code must never
 run: the marker file it would create must not exist afterwards.
 """
@@ -16,6 +16,7 @@ import pytest
 import torch
 from easydict import EasyDict
 
+import checkpoints
 import models
 import solver
 import utils
@@ -113,11 +114,11 @@ def test_save_state_round_trip_keeps_every_value_and_stores_a_digest(tmp_path):
     state = {"w": torch.randn(3, 4), "half": torch.ones(2, dtype=torch.bfloat16), "flag": torch.tensor(True),
              "nested": {"epoch": 3, "lr": 1e-4, "betas": (0.9, 0.999), "name": "x", "none": None},
              "rows": [{"psnr": 30.5}], 7: torch.arange(5)}
-    path = utils.save_state(tmp_path / "a" / "s.pth", state)
+    path = checkpoints.save_state(tmp_path / "a" / "s.pth", state)
     raw = torch.load(path, weights_only=True)
-    assert isinstance(raw[utils.DIGEST_KEY], str) and len(raw[utils.DIGEST_KEY]) == 64
-    loaded = utils.load_state(path)
-    assert utils.DIGEST_KEY not in loaded and loaded.keys() == state.keys()
+    assert isinstance(raw[checkpoints.DIGEST_KEY], str) and len(raw[checkpoints.DIGEST_KEY]) == 64
+    loaded = checkpoints.load_state(path)
+    assert checkpoints.DIGEST_KEY not in loaded and loaded.keys() == state.keys()
     for key in ("w", "half", "flag", 7):
         assert loaded[key].dtype == state[key].dtype and torch.equal(loaded[key], state[key])
     assert loaded["nested"] == state["nested"] and loaded["rows"] == state["rows"]
@@ -126,20 +127,20 @@ def test_save_state_round_trip_keeps_every_value_and_stores_a_digest(tmp_path):
 
 def test_digest_depends_on_names_dtypes_shapes_bytes_and_values():
     base = {"a": torch.zeros(2, 3), "epoch": 1}
-    digest = utils.state_digest(base)
-    assert utils.state_digest({"a": torch.zeros(2, 3), "epoch": 1}) == digest
+    digest = checkpoints.state_digest(base)
+    assert checkpoints.state_digest({"a": torch.zeros(2, 3), "epoch": 1}) == digest
     for other in ({"b": torch.zeros(2, 3), "epoch": 1}, {"a": torch.zeros(3, 2), "epoch": 1},
                   {"a": torch.zeros(2, 3, dtype=torch.float64), "epoch": 1},
                   {"a": torch.zeros(2, 3).index_fill(1, torch.tensor([2]), 1e-30), "epoch": 1},
                   {"a": torch.zeros(2, 3), "epoch": 2}, {"a": torch.zeros(2, 3), "epoch": 1.0}):
-        assert utils.state_digest(other) != digest, other
+        assert checkpoints.state_digest(other) != digest, other
 
 
 def test_save_state_refuses_what_the_safe_loader_would_refuse(tmp_path):
     with pytest.raises(TypeError, match="EasyDict"):
-        utils.save_state(tmp_path / "s.pth", {"config": EasyDict(lr=1)})
+        checkpoints.save_state(tmp_path / "s.pth", {"config": EasyDict(lr=1)})
     with pytest.raises(TypeError, match="ndarray"):
-        utils.save_state(tmp_path / "s.pth", {"rng": {"keys": np.zeros(3)}})
+        checkpoints.save_state(tmp_path / "s.pth", {"rng": {"keys": np.zeros(3)}})
     assert not list(tmp_path.iterdir())  # nothing written
 
 
@@ -154,28 +155,28 @@ def test_load_state_errors_are_one_line_naming_the_file(tmp_path, content, words
     path = tmp_path / "missing.pth"
     if content is not None:
         path.write_bytes(content)
-    with pytest.raises(utils.CheckpointError) as err:
-        utils.load_state(path)
+    with pytest.raises(checkpoints.CheckpointError) as err:
+        checkpoints.load_state(path)
     _assert_one_line(err, str(path), *words)
 
 
 def test_load_state_truncated_and_not_a_dict(tmp_path):
     full = tmp_path / "full.pth"
-    utils.save_state(full, {"w": torch.randn(64, 64)})
+    checkpoints.save_state(full, {"w": torch.randn(64, 64)})
     cut = tmp_path / "cut.pth"
     cut.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
-    with pytest.raises(utils.CheckpointError) as err:
-        utils.load_state(cut)
+    with pytest.raises(checkpoints.CheckpointError) as err:
+        checkpoints.load_state(cut)
     _assert_one_line(err, str(cut), "truncated or corrupted")
     torch.save([torch.zeros(1)], tmp_path / "list.pth")
-    with pytest.raises(utils.CheckpointError) as err:
-        utils.load_state(tmp_path / "list.pth")
+    with pytest.raises(checkpoints.CheckpointError) as err:
+        checkpoints.load_state(tmp_path / "list.pth")
     _assert_one_line(err, "list.pth", "not a dict")
 
 
 def test_missing_file_is_also_a_file_not_found_error(tmp_path):
     with pytest.raises(FileNotFoundError):
-        utils.load_state(tmp_path / "nope.pth")
+        checkpoints.load_state(tmp_path / "nope.pth")
 
 
 # ---------------------------------------------------------------------- never unpickle code
@@ -183,8 +184,8 @@ def test_missing_file_is_also_a_file_not_found_error(tmp_path):
 
 def test_malicious_pickle_is_refused_by_load_state(tmp_path):
     path, marker = _malicious_file(tmp_path)
-    with pytest.raises(utils.CheckpointError) as err:
-        utils.load_state(path)
+    with pytest.raises(checkpoints.CheckpointError) as err:
+        checkpoints.load_state(path)
     _assert_one_line(err, str(path), "may contain code", "never unpickles code", "Python object")
     assert not marker.exists()
 
@@ -196,22 +197,22 @@ def test_malicious_plain_pickle_is_refused(tmp_path):
     marker = tmp_path / "marker"
     path = tmp_path / "old.pth"
     path.write_bytes(pickle.dumps({"generator": _TouchOnLoad(marker)}, protocol=2))
-    with pytest.raises(utils.CheckpointError) as err:
-        models.load_generator(path)
+    with pytest.raises(checkpoints.CheckpointError) as err:
+        checkpoints.load_generator(path)
     _assert_one_line(err, str(path))
     assert not marker.exists()
 
 
 def test_malicious_pickle_is_refused_by_load_generator_and_from_srresnet(tmp_path):
     path, marker = _malicious_file(tmp_path)
-    with pytest.raises(utils.CheckpointError) as err:
-        models.load_generator(path)
+    with pytest.raises(checkpoints.CheckpointError) as err:
+        checkpoints.load_generator(path)
     _assert_one_line(err, str(path), "never unpickles code")
-    with pytest.raises(utils.CheckpointError) as err:
-        models.Generator.from_srresnet(path)
+    with pytest.raises(checkpoints.CheckpointError) as err:
+        checkpoints.generator_from_srresnet(path)
     _assert_one_line(err, str(path), "never unpickles code")
-    with pytest.raises(utils.CheckpointError) as err:
-        models.load_checkpoint(path)
+    with pytest.raises(checkpoints.CheckpointError) as err:
+        checkpoints.load_state(path)
     _assert_one_line(err, str(path))
     assert not marker.exists()
 
@@ -220,13 +221,13 @@ def test_malicious_checkpoint_is_refused_on_resume(tiny_lists, tmp_path, capsys)
     out = tmp_path / "run"
     out.mkdir()
     path, marker = _malicious_file(out, "checkpoint.pth")
-    with pytest.raises(utils.CheckpointError) as err:
-        solver.load_checkpoint(path)
+    with pytest.raises(checkpoints.CheckpointError) as err:
+        checkpoints.read_training_checkpoint(path)
     _assert_one_line(err, str(path), "never unpickles code")
     cfg = _config(tiny_lists, out)
     cfg.resume = True
     before = _snapshot(out)
-    with pytest.raises(utils.CheckpointError) as err:
+    with pytest.raises(checkpoints.CheckpointError) as err:
         solver.train(cfg)
     _assert_one_line(err, "checkpoint.pth", "never unpickles code")
     assert not marker.exists()
@@ -243,7 +244,7 @@ def test_malicious_checkpoint_is_refused_on_resume(tiny_lists, tmp_path, capsys)
 def test_malicious_pretrained_generator_is_refused(tiny_lists, tmp_path):
     path, marker = _malicious_file(tmp_path, "pretrained.pth")
     cfg = _config(tiny_lists, tmp_path / "run", pretrained=str(path), stage2={"epochs": 1})
-    with pytest.raises(utils.CheckpointError) as err:
+    with pytest.raises(checkpoints.CheckpointError) as err:
         solver.train(cfg)
     _assert_one_line(err, str(path), "never unpickles code")
     assert not marker.exists()
@@ -255,17 +256,17 @@ def test_convert_trusted_is_explicit_and_makes_a_safe_file(tmp_path, capsys):
     torch.save({"arch": models.generator_arch(net), "generator": net.state_dict(),
                 "config": EasyDict(lr=1e-4, betas=(0.9, 0.999)), "mean": np.float32(0.5),
                 "rng": np.arange(3)}, old)
-    with pytest.raises(utils.CheckpointError, match="convert-trusted"):
-        models.load_generator(old)
+    with pytest.raises(checkpoints.CheckpointError, match="convert-trusted"):
+        checkpoints.load_generator(old)
     new = tmp_path / "new.pth"
-    assert utils.main(["convert-trusted", str(old), str(new)]) == 0
-    loaded = models.load_generator(new)
+    assert checkpoints.main(["convert-trusted", str(old), str(new)]) == 0
+    loaded = checkpoints.load_generator(new)
     assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), net.state_dict().values()))
-    state = utils.load_state(new)
+    state = checkpoints.load_state(new)
     assert state["config"] == {"lr": 1e-4, "betas": [0.9, 0.999]} and type(state["config"]) is dict
     assert state["mean"] == 0.5 and torch.equal(state["rng"], torch.arange(3))
     # never overwrites
-    assert utils.main(["convert-trusted", str(old), str(new)]) == 1
+    assert checkpoints.main(["convert-trusted", str(old), str(new)]) == 1
     assert "error:" in capsys.readouterr().err
 
 
@@ -277,15 +278,15 @@ def test_flipped_bytes_in_a_training_checkpoint_are_refused_and_nothing_is_overw
     out = tmp_path / "run"
     shutil.copytree(finished_run, out)
     ckpt = out / "checkpoint.pth"
-    assert solver.load_checkpoint(ckpt)["epoch"] == 1  # intact copy loads
+    assert checkpoints.read_training_checkpoint(ckpt)["epoch"] == 1  # intact copy loads
     _flip_middle(ckpt)
     before = _snapshot(out)
-    with pytest.raises(utils.CheckpointError) as err:
-        solver.load_checkpoint(ckpt)
+    with pytest.raises(checkpoints.CheckpointError) as err:
+        checkpoints.read_training_checkpoint(ckpt)
     _assert_one_line(err, str(ckpt), "corrupted")
     cfg = _config(tiny_lists, out, stage1={"epochs": 2})
     cfg.resume = True
-    with pytest.raises(utils.CheckpointError) as err:
+    with pytest.raises(checkpoints.CheckpointError) as err:
         solver.train(cfg)
     _assert_one_line(err, "checkpoint.pth", "corrupted")
     assert _snapshot(out) == before
@@ -295,8 +296,8 @@ def test_flipped_bytes_in_the_shipped_generator_are_refused(tmp_path):
     copy = tmp_path / "srresnet_x4.pth"
     shutil.copyfile(SHIPPED_GENERATOR, copy)
     _flip_middle(copy)
-    with pytest.raises(utils.CheckpointError) as err:
-        models.load_generator(copy)
+    with pytest.raises(checkpoints.CheckpointError) as err:
+        checkpoints.load_generator(copy)
     _assert_one_line(err, str(copy), "corrupted")
     assert SHIPPED_GENERATOR.read_bytes() != copy.read_bytes()
 
@@ -304,7 +305,7 @@ def test_flipped_bytes_in_the_shipped_generator_are_refused(tmp_path):
 def test_training_outputs_carry_a_digest(finished_run):
     for name in ("checkpoint.pth", "generator_stage1.pth"):
         raw = torch.load(finished_run / name, weights_only=True)
-        assert raw[utils.DIGEST_KEY] == utils.state_digest(raw), name
+        assert raw[checkpoints.DIGEST_KEY] == checkpoints.state_digest(raw), name
 
 
 # ---------------------------------------------------------------------- NaN / inf weights
@@ -315,10 +316,10 @@ def test_generator_with_non_finite_weights_is_refused(tmp_path, bad):
     net = models.SRResNet(scale=4, n_blocks=1, channels=8)
     with torch.no_grad():
         net.tail.weight[0, 0, 0, 0] = bad
-    path = models.save_generator(tmp_path / "diverged.pth", net)
-    with pytest.raises(utils.CheckpointError) as err:
-        models.load_generator(path)
+    path = checkpoints.save_generator(tmp_path / "diverged.pth", net)
+    with pytest.raises(checkpoints.CheckpointError) as err:
+        checkpoints.load_generator(path)
     _assert_one_line(err, str(path), "NaN/inf")
-    with pytest.raises(utils.CheckpointError) as err:
-        models.Generator.from_srresnet(path)
+    with pytest.raises(checkpoints.CheckpointError) as err:
+        checkpoints.generator_from_srresnet(path)
     _assert_one_line(err, str(path), "NaN/inf")

@@ -141,7 +141,8 @@ def _smooth(h: int, w: int, seed: int) -> np.ndarray:
 
 def test_lr_cache_is_keyed_on_hr_content_not_mtime(tmp_path):
     """cp -p / rsync -a / tar x: a new HR image of the same size with an older mtime gets a new LR."""
-    from utils import bicubic_upscale, calculate_psnr
+    from inference import bicubic_upscale
+    from metrics import calculate_psnr
 
     first, second = _smooth(64, 64, 1), _smooth(64, 64, 2)
     hr_path = save_png(first, tmp_path / "set" / "a.png")

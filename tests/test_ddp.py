@@ -16,7 +16,7 @@ import pytest
 import torch
 import torch.distributed as dist
 
-import solver
+import checkpoints
 from test_solver import tiny_config, tiny_lists  # noqa: F401  (fixture)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -26,7 +26,7 @@ import json, os, sys
 sys.path.insert(0, {repo!r})
 import torch
 from easydict import EasyDict
-import models, solver, utils
+import checkpoints, solver, training, utils
 
 rank = int(os.environ["RANK"])
 config = EasyDict(json.load(open(sys.argv[1])))
@@ -40,16 +40,16 @@ def recorder(module, name):
         return real(*args, **kwargs)
     setattr(module, name, wrapped)
 
-for module, name in ((solver, "save_checkpoint"), (solver, "write_log_csv"), (solver, "plot_curves"),
-                     (solver, "validate"), (models, "save_generator"), (utils, "save_image")):
+for module, name in ((checkpoints, "save_state"), (training, "write_log_csv"), (training, "plot_curves"),
+                     (training, "validate"), (checkpoints, "save_generator"), (training, "save_image")):
     recorder(module, name)
 
 nets = {{}}
-real_epoch = solver.train_stage2_epoch
+real_step = solver.gan_step
 def spy(generator, discriminator, *args, **kwargs):
-    nets["g"], nets["d"] = solver._unwrap(generator), solver._unwrap(discriminator)
-    return real_epoch(generator, discriminator, *args, **kwargs)
-solver.train_stage2_epoch = spy
+    nets["g"], nets["d"] = utils.unwrap(generator), utils.unwrap(discriminator.discriminator)
+    return real_step(generator, discriminator, *args, **kwargs)
+solver.gan_step = spy
 
 solver.train(config)
 torch.save({{"generator": nets["g"].state_dict(),
@@ -65,7 +65,7 @@ def test_two_process_ddp_on_cpu(tiny_lists, tmp_path):  # noqa: F811
     cfg = tiny_config(tiny_lists, tmp_path / "run", stage1={"epochs": 1}, stage2={"epochs": 1},
                       data={"batch_size": 4})  # global batch: 2 patches per process
     cfg_file = tmp_path / "config.json"
-    cfg_file.write_text(json.dumps(solver._to_plain(cfg)))
+    cfg_file.write_text(json.dumps(checkpoints.to_plain(cfg)))
     script = tmp_path / "worker.py"
     script.write_text(_WORKER.format(repo=str(REPO)))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -83,7 +83,7 @@ def test_two_process_ddp_on_cpu(tiny_lists, tmp_path):  # noqa: F811
         for name in r0[key]:
             assert torch.allclose(r0[key][name], r1[key][name], atol=1e-6), f"{key}.{name} differs between ranks"
     assert r1["writes"] == [], f"rank 1 wrote files: {r1['writes']}"
-    assert {"save_checkpoint", "write_log_csv", "save_generator", "validate"} <= set(r0["writes"])
+    assert {"save_state", "write_log_csv", "save_generator", "validate"} <= set(r0["writes"])
 
     out = tmp_path / "run"
     ckpt = torch.load(out / "checkpoint.pth", map_location="cpu", weights_only=True)

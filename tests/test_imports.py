@@ -1,5 +1,5 @@
-"""Imports flow one way (imresize -> utils -> models -> create_data_lists -> datasets -> solver),
-at module level, so that each file can be read (and given to students) from the bottom up."""
+"""Imports flow one way, bottom to top in ``LAYERS``, at module level, so that each file can be read
+(and given to students) from the bottom up."""
 from __future__ import annotations
 
 import ast
@@ -9,8 +9,12 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]  # not from conftest: tests/tasks has a conftest.py too
 
-# Each kit module and the kit modules it may import (everything below it).
-LAYERS = ["imresize", "utils", "models", "create_data_lists", "datasets", "solver"]
+# Each kit module and the kit modules it may import (everything below it):
+# leaves (MATLAB resize; conventions and image I/O), metrics, the VGG weight files, the networks,
+# the losses, every .pth file, inference, the notebooks' helpers, the data lists and datasets,
+# how a run is carried out, and the training scheme on top.
+LAYERS = ["imresize", "utils", "metrics", "vgg_weights", "models", "losses", "checkpoints", "inference",
+          "notebook_helpers", "create_data_lists", "datasets", "training", "solver"]
 ALLOWED = {name: set(LAYERS[:k]) for k, name in enumerate(LAYERS)}
 
 
@@ -48,6 +52,16 @@ def test_no_function_level_kit_imports(module):
     assert not local, f"function-level imports of kit modules (put them at the top of {module}.py): {sorted(local)}"
 
 
-def test_utils_imports_only_the_imresize_leaf():
-    assert _kit_imports("utils")[0] == {"imresize"}
+def test_the_leaves_import_no_kit_module():
+    assert _kit_imports("utils")[0] == set()
     assert _kit_imports("imresize")[0] == set()
+
+
+def test_every_kit_module_is_in_the_layers():
+    modules = {p.stem for p in REPO.glob("*.py")}
+    assert modules == set(LAYERS), f"add {sorted(modules - set(LAYERS))} to LAYERS (or remove {sorted(set(LAYERS) - modules)})"
+
+
+def test_models_imports_no_checkpoint_or_training_code():
+    """The networks file is a leaf of the scheme: it never reads or writes a training file."""
+    assert _kit_imports("models")[0] <= {"utils", "vgg_weights"}

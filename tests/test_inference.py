@@ -1,4 +1,4 @@
-"""Tests for utils.super_resolve / bicubic_upscale / evaluate."""
+"""Tests for inference.super_resolve / bicubic_upscale / evaluate."""
 from __future__ import annotations
 
 import csv
@@ -9,8 +9,9 @@ import torch
 from torch import nn
 
 from models import SRResNet
-from utils import (bicubic_upscale, calculate_psnr, calculate_sharpness, calculate_ssim, evaluate, img2tensor, read_image,
-                   super_resolve, tensor2img)
+from inference import bicubic_upscale, evaluate, super_resolve
+from metrics import calculate_psnr, calculate_sharpness, calculate_ssim
+from utils import img2tensor, read_image, tensor2img
 
 
 def _small_srresnet(n_blocks: int = 0, seed: int = 0) -> SRResNet:
@@ -189,7 +190,7 @@ def test_super_resolve_runs_without_tf32_and_restores_flags():
     """Reported numbers must be true fp32 on GPUs too: TF32 is off during inference only."""
     import torch
 
-    from utils import super_resolve
+    from inference import super_resolve
 
     seen = []
 

@@ -5,7 +5,10 @@ import pytest
 import torch
 from torch import nn
 
+import checkpoints
 import models
+import utils
+import vgg_weights
 
 N_PARAMS = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
 
@@ -69,24 +72,24 @@ def test_generator_loads_srresnet_weights():
 
     for source in (srresnet, srresnet.state_dict(), {"arch": models.generator_arch(srresnet),
                                                      "generator": srresnet.state_dict()}):
-        gen = models.Generator.from_srresnet(source)
+        gen = checkpoints.generator_from_srresnet(source)
         assert isinstance(gen, models.Generator)
         torch.testing.assert_close(gen.eval()(lr), expected)
 
 
 def test_generator_from_bare_state_infers_architecture():
     src = models.SRResNet(scale=3, n_blocks=3, channels=8)
-    gen = models.Generator.from_srresnet(src.state_dict())
+    gen = checkpoints.generator_from_srresnet(src.state_dict())
     assert gen.arch_kwargs == src.arch_kwargs
     src8 = models.SRResNet(scale=8, n_blocks=1, channels=4)
-    assert models.Generator.from_srresnet(src8.state_dict()).arch_kwargs == src8.arch_kwargs
+    assert checkpoints.generator_from_srresnet(src8.state_dict()).arch_kwargs == src8.arch_kwargs
 
 
 def test_generator_from_srresnet_rejects_other_nets():
     with pytest.raises(TypeError):
-        models.Generator.from_srresnet(tiny_rrdbnet())
+        checkpoints.generator_from_srresnet(tiny_rrdbnet())
     with pytest.raises(ValueError, match="not an SRResNet"):
-        models.Generator.from_srresnet(tiny_rrdbnet().state_dict())
+        checkpoints.generator_from_srresnet(tiny_rrdbnet().state_dict())
 
 
 # ---------------------------------------------------------------------------- discriminators
@@ -118,9 +121,9 @@ def test_save_load_generator_round_trip(tmp_path, make):
         for m in net.modules():
             if isinstance(m, nn.BatchNorm2d):
                 m.running_mean.uniform_(-0.1, 0.1)
-    path = models.save_generator(tmp_path / "sub" / "g.pth", net, epoch=7, config={"lr": 1e-4})
+    path = checkpoints.save_generator(tmp_path / "sub" / "g.pth", net, epoch=7, config={"lr": 1e-4})
     assert path.is_file() and not [p for p in path.parent.iterdir() if p.name.endswith(".tmp")]
-    loaded = models.load_generator(path)
+    loaded = checkpoints.load_generator(path)
     assert type(loaded) is type(net)
     assert not loaded.training
     assert loaded.arch_kwargs == net.arch_kwargs
@@ -134,38 +137,38 @@ def test_save_load_generator_round_trip(tmp_path, make):
 def test_load_generator_strips_wrapper_prefixes(tmp_path, prefix):
     net = tiny_srresnet(2).eval()
     state = {prefix + k: v for k, v in net.state_dict().items()}
-    torch.save({"arch": models.generator_arch(net), "generator": state}, tmp_path / "g.pth")
-    loaded = models.load_generator(tmp_path / "g.pth")
+    checkpoints.save_state(tmp_path / "g.pth", {"arch": models.generator_arch(net), "generator": state})
+    loaded = checkpoints.load_generator(tmp_path / "g.pth")
     lr = torch.rand(1, 3, 4, 4)
     torch.testing.assert_close(loaded(lr), net(lr))
 
 
 def test_clean_state_dict_keeps_partial_prefixes():
     state = {"module.a": torch.zeros(1), "b": torch.ones(1)}
-    assert models.clean_state_dict(state).keys() == state.keys()
+    assert utils.clean_state_dict(state).keys() == state.keys()
 
 
 def test_load_generator_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="train.ipynb"):
-        models.load_generator(tmp_path / "missing.pth")
+        checkpoints.load_generator(tmp_path / "missing.pth")
 
     net = tiny_srresnet(2)
-    torch.save(net.state_dict(), tmp_path / "bare.pth")
+    checkpoints.save_state(tmp_path / "bare.pth", net.state_dict())
     with pytest.raises(ValueError, match="not a kit generator checkpoint"):
-        models.load_generator(tmp_path / "bare.pth")
+        checkpoints.load_generator(tmp_path / "bare.pth")
 
     (tmp_path / "junk.pth").write_bytes(b"this is not a checkpoint")
     with pytest.raises(ValueError, match="not a readable PyTorch checkpoint"):
-        models.load_generator(tmp_path / "junk.pth")
+        checkpoints.load_generator(tmp_path / "junk.pth")
 
     arch = {"name": "SRResNet", "kwargs": {"scale": 2, "n_blocks": 3, "channels": 8}}  # 3 != 2 blocks
-    torch.save({"arch": arch, "generator": net.state_dict()}, tmp_path / "mismatch.pth")
+    checkpoints.save_state(tmp_path / "mismatch.pth", {"arch": arch, "generator": net.state_dict()})
     with pytest.raises(RuntimeError, match="different architecture"):
-        models.load_generator(tmp_path / "mismatch.pth")
+        checkpoints.load_generator(tmp_path / "mismatch.pth")
 
-    torch.save({"arch": {"name": "EDSR", "kwargs": {}}, "generator": {}}, tmp_path / "unknown.pth")
+    checkpoints.save_state(tmp_path / "unknown.pth", {"arch": {"name": "EDSR", "kwargs": {}}, "generator": {}})
     with pytest.raises(ValueError, match="unknown generator architecture"):
-        models.load_generator(tmp_path / "unknown.pth")
+        checkpoints.load_generator(tmp_path / "unknown.pth")
 
 
 def test_generator_arch_and_build():
@@ -177,19 +180,19 @@ def test_generator_arch_and_build():
     with pytest.raises(TypeError, match="not a kit generator"):
         models.generator_arch(models.Discriminator(channels=4, fc_size=8))
     with pytest.raises(ValueError, match="reserved"):
-        models.save_generator("unused.pth", net, generator={})
+        checkpoints.save_generator("unused.pth", net, generator={})
 
 
 def test_checkpoint_with_python_objects_is_refused_not_unpickled(tmp_path):
     easydict = pytest.importorskip("easydict")
     net = tiny_srresnet(2)
     with pytest.raises(TypeError, match="EasyDict"):  # caught before anything is written
-        models.save_generator(tmp_path / "g.pth", net, config=easydict.EasyDict(lr=1e-4))
+        checkpoints.save_generator(tmp_path / "g.pth", net, config=easydict.EasyDict(lr=1e-4))
     assert not (tmp_path / "g.pth").exists()
     torch.save({"arch": models.generator_arch(net), "generator": net.state_dict(),
                 "config": easydict.EasyDict(lr=1e-4)}, tmp_path / "old.pth")
     with pytest.raises(ValueError, match="never unpickles code.*convert-trusted"):
-        models.load_generator(tmp_path / "old.pth")
+        checkpoints.load_generator(tmp_path / "old.pth")
 
 
 # ---------------------------------------------------------------------------- ESRGAN parts
@@ -356,7 +359,7 @@ def offline(monkeypatch):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    monkeypatch.setattr(models, "VGG19_URL", f"http://127.0.0.1:{port}/vgg19-dcbb9e9d.pth")
+    monkeypatch.setattr(vgg_weights, "VGG19_URL", f"http://127.0.0.1:{port}/vgg19-dcbb9e9d.pth")
 
 
 def test_vgg_loads_explicit_path(tmp_path, hub_dir, offline):
@@ -398,7 +401,7 @@ def test_vgg_downloads_from_url(tmp_path, hub_dir, monkeypatch):
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        monkeypatch.setattr(models, "VGG19_URL", f"http://127.0.0.1:{server.server_address[1]}/{name}")
+        monkeypatch.setattr(vgg_weights, "VGG19_URL", f"http://127.0.0.1:{server.server_address[1]}/{name}")
         vgg = models.TruncatedVGG19(2, 2)
     finally:
         server.shutdown()
@@ -437,6 +440,6 @@ def test_save_generator_unwraps_dataparallel_and_compile(tmp_path):
     for wrapped in (nn.DataParallel(net), FakeCompiled(net), FakeCompiled(nn.DataParallel(net))):
         assert next(iter(wrapped.state_dict())).startswith(("module.", "_orig_mod."))
         assert models.generator_arch(wrapped)["name"] == "SRResNet"
-        path = models.save_generator(tmp_path / "g.pth", wrapped)
+        path = checkpoints.save_generator(tmp_path / "g.pth", wrapped)
         saved = torch.load(path, weights_only=True)["generator"]
         assert saved.keys() == net.state_dict().keys()

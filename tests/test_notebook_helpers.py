@@ -14,7 +14,11 @@ import numpy as np
 import pytest
 import torch
 
+import checkpoints
+import inference
+import metrics
 import models
+import notebook_helpers
 import utils
 from create_data_lists import BUNDLED_BENCHMARK, load_data_list, prepare_test_lists
 from imresize import imresize
@@ -35,7 +39,7 @@ def touch(path: Path, mtime: float | None = None) -> Path:
 
 def run_generator(path: Path, mtime: float | None = None, scale: int = 4) -> Path:
     """A real (tiny) generator file of ``scale``, as a training run writes it."""
-    models.save_generator(path, tiny(scale))
+    checkpoints.save_generator(path, tiny(scale))
     if mtime is not None:
         os.utime(path, (mtime, mtime))
     return path
@@ -52,7 +56,7 @@ def textured(h: int, w: int, seed: int = 0) -> np.ndarray:
 
 # --------------------------------------------------------------------------- find_checkpoints
 def test_find_checkpoints_nothing(tmp_path):
-    assert utils.find_checkpoints(tmp_path) == {"psnr": None, "gan": None}
+    assert notebook_helpers.find_checkpoints(tmp_path) == {"psnr": None, "gan": None}
 
 
 def test_find_checkpoints_prefers_shipped(tmp_path):
@@ -60,19 +64,19 @@ def test_find_checkpoints_prefers_shipped(tmp_path):
     run_generator(tmp_path / "runs/quick/generator_stage1.pth", now)
     run_generator(tmp_path / "runs/quick/generator_stage2.pth", now)
     shipped_psnr = touch(tmp_path / "checkpoints/srresnet_x4.pth", now - 100)
-    found = utils.find_checkpoints(tmp_path)
+    found = notebook_helpers.find_checkpoints(tmp_path)
     assert found["psnr"] == shipped_psnr  # shipped wins even when older
     assert found["gan"] == tmp_path / "runs/quick/generator_stage2.pth"
     shipped_gan = touch(tmp_path / "checkpoints/srgan_x4.pth", now - 100)
-    assert utils.find_checkpoints(tmp_path) == {"psnr": shipped_psnr, "gan": shipped_gan}
+    assert notebook_helpers.find_checkpoints(tmp_path) == {"psnr": shipped_psnr, "gan": shipped_gan}
     # the shipped names carry the scale, and run files count only for their own scale
-    assert utils.find_checkpoints(tmp_path, scale=2) == {"psnr": None, "gan": None}
+    assert notebook_helpers.find_checkpoints(tmp_path, scale=2) == {"psnr": None, "gan": None}
     x2 = run_generator(tmp_path / "runs/x2/generator_stage2.pth", now - 500, scale=2)
-    assert utils.find_checkpoints(tmp_path, scale=2)["gan"] == x2
-    assert utils.find_checkpoints(tmp_path)["gan"] == shipped_gan
+    assert notebook_helpers.find_checkpoints(tmp_path, scale=2)["gan"] == x2
+    assert notebook_helpers.find_checkpoints(tmp_path)["gan"] == shipped_gan
     (tmp_path / "runs/bad").mkdir()
     (tmp_path / "runs/bad/generator_stage2.pth").write_text("not a checkpoint")  # never picked
-    assert utils.find_checkpoints(tmp_path, scale=2)["gan"] == x2
+    assert notebook_helpers.find_checkpoints(tmp_path, scale=2)["gan"] == x2
 
 
 def test_find_checkpoints_newest_run_and_pairing(tmp_path):
@@ -81,38 +85,38 @@ def test_find_checkpoints_newest_run_and_pairing(tmp_path):
     run_generator(tmp_path / "runs/old/generator_stage2.pth", now - 200)
     # a newer run that has only finished stage 1
     run_generator(tmp_path / "runs/new/generator_stage1.pth", now - 10)
-    found = utils.find_checkpoints(tmp_path)
+    found = notebook_helpers.find_checkpoints(tmp_path)
     # the newest stage-2 file, and the stage-1 file of the same run (same architecture)
     assert found == {"psnr": tmp_path / "runs/old/generator_stage1.pth",
                      "gan": tmp_path / "runs/old/generator_stage2.pth"}
     (tmp_path / "runs/old/generator_stage1.pth").unlink()
-    assert utils.find_checkpoints(tmp_path)["psnr"] == tmp_path / "runs/new/generator_stage1.pth"
+    assert notebook_helpers.find_checkpoints(tmp_path)["psnr"] == tmp_path / "runs/new/generator_stage1.pth"
 
 
 def test_find_checkpoints_relative_root(tmp_path, monkeypatch):
     run_generator(tmp_path / "runs/quick/generator_stage2.pth")
     monkeypatch.chdir(tmp_path)
-    found = utils.find_checkpoints()
+    found = notebook_helpers.find_checkpoints()
     assert found["gan"] == Path("runs/quick/generator_stage2.pth")
     assert not found["gan"].is_absolute()  # the notebooks print it
 
 
 def test_is_shipped_and_label():
-    assert utils.is_shipped_checkpoint("checkpoints/srgan_x4.pth")
-    assert not utils.is_shipped_checkpoint("runs/quick/generator_stage2.pth")
-    assert utils.model_label("psnr", tiny()) == "SRResNet"
-    assert utils.model_label("gan", tiny(cls=models.Generator)) == "SRGAN"
+    assert notebook_helpers.is_shipped_checkpoint("checkpoints/srgan_x4.pth")
+    assert not notebook_helpers.is_shipped_checkpoint("runs/quick/generator_stage2.pth")
+    assert notebook_helpers.model_label("psnr", tiny()) == "SRResNet"
+    assert notebook_helpers.model_label("gan", tiny(cls=models.Generator)) == "SRGAN"
     rrdb = models.RRDBNet(scale=4, n_blocks=1, channels=8, growth=4)
-    assert (utils.model_label("psnr", rrdb), utils.model_label("gan", rrdb)) == ("RRDB-PSNR", "ESRGAN")
+    assert (notebook_helpers.model_label("psnr", rrdb), notebook_helpers.model_label("gan", rrdb)) == ("RRDB-PSNR", "ESRGAN")
     with pytest.raises(ValueError, match="kind"):
-        utils.model_label("stage1", rrdb)
+        notebook_helpers.model_label("stage1", rrdb)
 
 
 # --------------------------------------------------------------------------- checked loading
 def test_load_generator_checked_ok(tmp_path):
     net = tiny()
-    path = models.save_generator(tmp_path / "g.pth", net)
-    loaded = models.load_generator_checked(path, scale=4)
+    path = checkpoints.save_generator(tmp_path / "g.pth", net)
+    loaded = checkpoints.load_generator_checked(path, scale=4)
     assert loaded.scale == 4 and not loaded.training
     x = torch.rand(1, 3, 6, 5)
     with torch.no_grad():
@@ -121,13 +125,13 @@ def test_load_generator_checked_ok(tmp_path):
 
 def test_load_generator_checked_missing(tmp_path):
     with pytest.raises(FileNotFoundError, match="train.ipynb"):
-        models.load_generator_checked(tmp_path / "runs/quick/generator_stage1.pth", scale=4)
+        checkpoints.load_generator_checked(tmp_path / "runs/quick/generator_stage1.pth", scale=4)
 
 
 def test_load_generator_checked_wrong_scale(tmp_path):
-    path = models.save_generator(tmp_path / "x2.pth", tiny(scale=2))
+    path = checkpoints.save_generator(tmp_path / "x2.pth", tiny(scale=2))
     with pytest.raises(ValueError, match=r"x2 generator.*x4"):
-        models.load_generator_checked(path, scale=4)
+        checkpoints.load_generator_checked(path, scale=4)
 
 
 @pytest.mark.parametrize("content", [b"", b"not a checkpoint at all", b"PK\x03\x04garbage"])
@@ -135,30 +139,30 @@ def test_load_generator_checked_unreadable(tmp_path, content):
     path = tmp_path / "broken.pth"
     path.write_bytes(content)
     with pytest.raises(ValueError, match="broken.pth"):
-        models.load_generator_checked(path, scale=4)
+        checkpoints.load_generator_checked(path, scale=4)
 
 
 def test_load_generator_checked_not_a_generator(tmp_path):
     path = tmp_path / "disc.pth"
-    torch.save({"discriminator": tiny().state_dict()}, path)
+    checkpoints.save_state(path, {"discriminator": tiny().state_dict()})
     with pytest.raises(ValueError, match="not a kit generator checkpoint"):
-        models.load_generator_checked(path, scale=4)
+        checkpoints.load_generator_checked(path, scale=4)
 
 
 # --------------------------------------------------------------------------- interpolation check
 def test_interpolation_problem():
-    assert utils.interpolation_problem(tiny(), tiny(cls=models.Generator)) is None
-    assert "different architectures" in utils.interpolation_problem(
+    assert notebook_helpers.interpolation_problem(tiny(), tiny(cls=models.Generator)) is None
+    assert "different architectures" in notebook_helpers.interpolation_problem(
         tiny(), models.RRDBNet(scale=4, n_blocks=1, channels=8, growth=4))
-    assert "size" in utils.interpolation_problem(tiny(channels=8), tiny(channels=16))
-    assert "x2" in utils.interpolation_problem(tiny(scale=2), tiny(scale=4))
+    assert "size" in notebook_helpers.interpolation_problem(tiny(channels=8), tiny(channels=16))
+    assert "x2" in notebook_helpers.interpolation_problem(tiny(scale=2), tiny(scale=4))
 
 
 # --------------------------------------------------------------------------- single image input
 def test_load_sr_input_hr(tmp_path):
     img = textured(50, 43)
     utils.save_image(img, tmp_path / "photo.png")
-    lr, hr = utils.load_sr_input(tmp_path / "photo.png", scale=4)
+    lr, hr = notebook_helpers.load_sr_input(tmp_path / "photo.png", scale=4)
     assert hr.shape == (48, 40, 3) and np.array_equal(hr, img[:48, :40])
     assert lr.shape == (12, 10, 3)
     assert np.array_equal(lr, imresize(hr, 1 / 4))  # MATLAB bicubic, as the test sets
@@ -167,7 +171,7 @@ def test_load_sr_input_hr(tmp_path):
 def test_load_sr_input_lr_and_gray(tmp_path):
     gray = textured(20, 30)[:, :, 0]
     utils.save_image(gray, tmp_path / "small.png")
-    lr, hr = utils.load_sr_input(tmp_path / "small.png", scale=4, is_hr=False)
+    lr, hr = notebook_helpers.load_sr_input(tmp_path / "small.png", scale=4, is_hr=False)
     assert hr is None and lr.shape == (20, 30, 3)  # replicated to RGB for the networks
     assert np.array_equal(lr[:, :, 1], gray)
 
@@ -175,57 +179,57 @@ def test_load_sr_input_lr_and_gray(tmp_path):
 def test_load_sr_input_too_small(tmp_path):
     utils.save_image(textured(31, 200), tmp_path / "thin.png")
     with pytest.raises(ValueError, match=r"too small.*32x32"):
-        utils.load_sr_input(tmp_path / "thin.png", scale=4)
+        notebook_helpers.load_sr_input(tmp_path / "thin.png", scale=4)
     utils.save_image(textured(7, 40), tmp_path / "tiny_lr.png")
     with pytest.raises(ValueError, match="too small as an LR image"):
-        utils.load_sr_input(tmp_path / "tiny_lr.png", scale=4, is_hr=False)
+        notebook_helpers.load_sr_input(tmp_path / "tiny_lr.png", scale=4, is_hr=False)
 
 
 def test_load_sr_input_bad_files(tmp_path):
     with pytest.raises(FileNotFoundError, match="configuration cell"):
-        utils.load_sr_input(tmp_path / "nope.png", scale=4)
+        notebook_helpers.load_sr_input(tmp_path / "nope.png", scale=4)
     (tmp_path / "fake.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
     with pytest.raises(utils.ImageReadError, match="fake.png"):
-        utils.load_sr_input(tmp_path / "fake.png", scale=4)
+        notebook_helpers.load_sr_input(tmp_path / "fake.png", scale=4)
 
 
 # --------------------------------------------------------------------------- reports
 def test_mean_metrics():
     rows = [{"psnr": 30.0, "ssim": 0.8, "seconds": 1.0}, {"psnr": 20.0, "ssim": 0.6, "seconds": 3.0}]
-    assert utils.mean_metrics(rows) == pytest.approx({"psnr": 25.0, "ssim": 0.7, "seconds": 2.0, "images": 2})
-    assert utils.mean_metrics([])["images"] == 0 and np.isnan(utils.mean_metrics([])["psnr"])
+    assert metrics.mean_metrics(rows) == pytest.approx({"psnr": 25.0, "ssim": 0.7, "seconds": 2.0, "images": 2})
+    assert metrics.mean_metrics([])["images"] == 0 and np.isnan(metrics.mean_metrics([])["psnr"])
     rows = [{"psnr": 24.0, "ssim": 0.6, "sharpness": 0.5, "seconds": 1.0},
             {"psnr": 26.0, "ssim": 0.8, "sharpness": 0.9, "seconds": 3.0}]
-    assert utils.mean_metrics(rows)["sharpness"] == pytest.approx(0.7)
+    assert metrics.mean_metrics(rows)["sharpness"] == pytest.approx(0.7)
     # NIQE: averaged over the images that have one (NaN = too small for NIQE)
     rows = [{"psnr": 24.0, "ssim": 0.6, "niqe": 5.0, "seconds": 1.0},
             {"psnr": 26.0, "ssim": 0.8, "niqe": float("nan"), "seconds": 3.0},
             {"psnr": 28.0, "ssim": 0.7, "niqe": 7.0, "seconds": 2.0}]
-    assert utils.mean_metrics(rows) == pytest.approx({"psnr": 26.0, "ssim": 0.7, "niqe": 6.0, "seconds": 2.0,
+    assert metrics.mean_metrics(rows) == pytest.approx({"psnr": 26.0, "ssim": 0.7, "niqe": 6.0, "seconds": 2.0,
                                                       "images": 3})
-    assert np.isnan(utils.mean_metrics([{"niqe": float("nan")}])["niqe"])
+    assert np.isnan(metrics.mean_metrics([{"niqe": float("nan")}])["niqe"])
 
 
 def test_markdown_table():
-    table = utils.markdown_table(["Method", "PSNR (dB)"], [["Bicubic", "28.42"], ["SRGAN", "26.02"]])
+    table = notebook_helpers.markdown_table(["Method", "PSNR (dB)"], [["Bicubic", "28.42"], ["SRGAN", "26.02"]])
     lines = table.split("\n")
     assert lines[0] == "| Method | PSNR (dB) |"
     assert lines[1] == "| --- | ---: |"  # numbers right-aligned
     assert lines[3] == "| SRGAN | 26.02 |" and len(lines) == 4
     # a reference row with an empty cell keeps the column right-aligned; text does not
-    table = utils.markdown_table(["Method", "PSNR", "NIQE"], [["SRGAN", "26.02", "6.49"], ["HR", "", "4.92"]])
+    table = notebook_helpers.markdown_table(["Method", "PSNR", "NIQE"], [["SRGAN", "26.02", "6.49"], ["HR", "", "4.92"]])
     assert table.split("\n")[1] == "| --- | ---: | ---: |"
-    assert utils.markdown_table(["A"], [["x"], [""]]).split("\n")[1] == "| --- |"
+    assert notebook_helpers.markdown_table(["A"], [["x"], [""]]).split("\n")[1] == "| --- |"
 
 
 def test_save_csv_and_text(tmp_path):
     rows = [{"set": "Set5", "image": "baby", "psnr": 31.123456789}, {"set": "Set5", "image": "bird", "psnr": 1 / 3}]
-    path = utils.save_csv(rows, tmp_path / "out/per_image.csv")
+    path = notebook_helpers.save_csv(rows, tmp_path / "out/per_image.csv")
     with open(path, newline="") as f:
         read = list(csv.DictReader(f))
     assert [r["image"] for r in read] == ["baby", "bird"]
     assert float(read[1]["psnr"]) == 1 / 3  # full precision
-    utils.save_text("# report\n", tmp_path / "out/report.md")
+    notebook_helpers.save_text("# report\n", tmp_path / "out/report.md")
     assert (tmp_path / "out/report.md").read_text() == "# report\n"
     assert listing(tmp_path / "out") == ["per_image.csv", "report.md"]  # no temporary files left
 
@@ -241,19 +245,19 @@ def test_failed_writes_leave_nothing(tmp_path):
     fig = plt.figure()
     fig.savefig = lambda *a, **k: (_ for _ in ()).throw(Boom())  # fails mid-write
     with pytest.raises(Boom):
-        utils.save_figure(fig, tmp_path / "fig.png")
+        notebook_helpers.save_figure(fig, tmp_path / "fig.png")
     plt.close(fig)
     with pytest.raises(AttributeError):  # the second row is not a dict: fails after the header is written
-        utils.save_csv([{"a": 1}, 5], tmp_path / "rows.csv", columns=["a"])
+        notebook_helpers.save_csv([{"a": 1}, 5], tmp_path / "rows.csv", columns=["a"])
     assert listing(tmp_path) == []
 
 
 def test_detail_crop_finds_texture():
     img = np.full((100, 120, 3), 128, np.uint8)
     img[60:80, 10:30] = textured(20, 20)
-    rows, cols = utils.detail_crop(img, 20)
+    rows, cols = notebook_helpers.detail_crop(img, 20)
     assert (rows.start, cols.start) == (60, 10)
-    rows, cols = utils.detail_crop(img[:, :, 0], 500)  # larger than the image: the whole image
+    rows, cols = notebook_helpers.detail_crop(img[:, :, 0], 500)  # larger than the image: the whole image
     assert (rows, cols) == (slice(0, 100), slice(0, 120))
 
 
@@ -262,19 +266,19 @@ def test_comparison_and_show_figure(tmp_path):
     matplotlib.use("Agg")
 
     img = textured(40, 48)
-    crop = utils.detail_crop(img, 16)
-    fig = utils.comparison_figure([("a", img), ("b", img[:, :, 0])], crop=crop)
+    crop = notebook_helpers.detail_crop(img, 16)
+    fig = notebook_helpers.comparison_figure([("a", img), ("b", img[:, :, 0])], crop=crop)
     assert len(fig.axes) == 4  # full images + crops
-    utils.show_figure(fig, tmp_path / "figs/cmp.png")
+    notebook_helpers.show_figure(fig, tmp_path / "figs/cmp.png")
     assert utils.read_image(tmp_path / "figs/cmp.png").ndim == 3
-    fig = utils.comparison_figure([("a", img)])
-    utils.show_figure(fig, tmp_path / "figs/hi.png", dpi=100, display_dpi=50)
+    fig = notebook_helpers.comparison_figure([("a", img)])
+    notebook_helpers.show_figure(fig, tmp_path / "figs/hi.png", dpi=100, display_dpi=50)
     assert utils.read_image(tmp_path / "figs/hi.png").shape[1] > 250  # saved at dpi, not display_dpi
     (tmp_path / "figs/hi.png").unlink()
     assert listing(tmp_path) == ["figs/cmp.png"]
-    assert len(utils.comparison_figure([("a", img)], crop=crop, full=False).axes) == 1
+    assert len(notebook_helpers.comparison_figure([("a", img)], crop=crop, full=False).axes) == 1
     with pytest.raises(ValueError, match="one size"):
-        utils.comparison_figure([("a", img), ("b", img[:20])], crop=crop)
+        notebook_helpers.comparison_figure([("a", img), ("b", img[:20])], crop=crop)
 
 
 # --------------------------------------------------------------------------- lists and batch SR
@@ -368,14 +372,14 @@ def test_save_sr_set(tmp_path):
     create_data_lists([], {"Set5": str(tmp_path / "Set5")}, str(tmp_path / "lists"), 4, show_progress=False)
     dataset = EvalDataset(str(tmp_path / "lists/Set5.json"), 4)
     net = tiny()
-    out = utils.save_sr_set(dataset, {"Bicubic": None, "SRResNet": net}, tmp_path / "sr", 4, progress=False)
+    out = notebook_helpers.save_sr_set(dataset, {"Bicubic": None, "SRResNet": net}, tmp_path / "sr", 4, progress=False)
     assert list(out) == ["img_001", "img_002"]
     assert listing(tmp_path / "sr") == ["img_001_bicubic_x4.png", "img_001_srresnet_x4.png",
                                         "img_002_bicubic_x4.png", "img_002_srresnet_x4.png"]
     lr = dataset[1]["lr"]
-    assert np.array_equal(utils.read_image(tmp_path / "sr/img_002_srresnet_x4.png"), utils.super_resolve(net, lr))
-    assert np.array_equal(out["img_002"]["Bicubic"], utils.bicubic_upscale(lr, 4))
-    assert utils.sr_filename("baby", "RRDB PSNR", 4) == "baby_rrdb-psnr_x4.png"
+    assert np.array_equal(utils.read_image(tmp_path / "sr/img_002_srresnet_x4.png"), inference.super_resolve(net, lr))
+    assert np.array_equal(out["img_002"]["Bicubic"], inference.bicubic_upscale(lr, 4))
+    assert notebook_helpers.sr_filename("baby", "RRDB PSNR", 4) == "baby_rrdb-psnr_x4.png"
 
 
 def test_save_sr_set_writes_nothing_on_error(tmp_path):
@@ -386,23 +390,23 @@ def test_save_sr_set_writes_nothing_on_error(tmp_path):
     create_data_lists([], {"Set5": str(tmp_path / "Set5")}, str(tmp_path / "lists"), 4, show_progress=False)
     dataset = EvalDataset(str(tmp_path / "lists/Set5.json"), 4)
     with pytest.raises(ValueError, match="x2 network"):
-        utils.save_sr_set(dataset, {"Bicubic": None, "SRGAN": tiny(scale=2)}, tmp_path / "sr", 4, progress=False)
+        notebook_helpers.save_sr_set(dataset, {"Bicubic": None, "SRGAN": tiny(scale=2)}, tmp_path / "sr", 4, progress=False)
     # the second image's LR file becomes unreadable: the first image's results must not be written
     (tmp_path / "Set5/image_SRF_4/img_002_SRF_4_LR.png").write_bytes(b"garbage")
     with pytest.raises(utils.ImageReadError):
-        utils.save_sr_set(dataset, {"Bicubic": None, "SRResNet": tiny()}, tmp_path / "sr", 4, progress=False)
+        notebook_helpers.save_sr_set(dataset, {"Bicubic": None, "SRResNet": tiny()}, tmp_path / "sr", 4, progress=False)
     with pytest.raises(ValueError, match="same file names"):
-        utils.save_sr_set(dataset, {"SR GAN": None, "sr-gan": None}, tmp_path / "sr", 4, progress=False)
+        notebook_helpers.save_sr_set(dataset, {"SR GAN": None, "sr-gan": None}, tmp_path / "sr", 4, progress=False)
     assert not (tmp_path / "sr").exists()
 
 
 def test_local_runs_are_labelled_as_such(tmp_path):
     """A quick local run must never be shown as if it were the shipped/real model."""
     import models
-    from utils import model_label, sr_filename
+    from notebook_helpers import model_label, sr_filename
 
     net = models.SRResNet(scale=4, n_blocks=1, channels=8)
-    local = models.save_generator(tmp_path / "runs" / "quick" / "generator_stage2.pth", net)
+    local = checkpoints.save_generator(tmp_path / "runs" / "quick" / "generator_stage2.pth", net)
     assert model_label("gan", net) == "SRGAN"
     assert model_label("gan", net, local) == "SRGAN (local run)"
     assert model_label("psnr", net, "checkpoints/srresnet_x4.pth") == "SRResNet"

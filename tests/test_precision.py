@@ -12,10 +12,12 @@ import numpy as np
 import pytest
 import torch
 
+import checkpoints
+import inference
+import metrics
 import models
-import utils
 from imresize import imresize
-from utils import evaluate, super_resolve
+from inference import evaluate, super_resolve
 
 SHIPPED_SRRESNET = Path(__file__).resolve().parents[1] / "checkpoints" / "srresnet_x4.pth"
 
@@ -23,7 +25,7 @@ SHIPPED_SRRESNET = Path(__file__).resolve().parents[1] / "checkpoints" / "srresn
 @pytest.fixture
 def bf16_cpu(monkeypatch):
     """Let super_resolve run bf16 on this CPU, native or not (the refusal is tested below)."""
-    monkeypatch.setattr(utils, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(inference, "cpu_has_native_bf16", lambda: True)
 
 
 def _bf16(model, lr, **kwargs) -> np.ndarray:
@@ -50,7 +52,7 @@ def test_bf16_is_close_to_fp32_on_a_real_image(bf16_cpu):
         pytest.skip(f"shipped SRResNet not found at {SHIPPED_SRRESNET}")
     from skimage import data as skdata  # a photograph shipped with scikit-image (no download)
 
-    model = models.load_generator(SHIPPED_SRRESNET)
+    model = checkpoints.load_generator(SHIPPED_SRRESNET)
     hr = skdata.astronaut()[96:256, 160:320]  # 160x160 HR: face and helmet, real texture
     lr = imresize(hr, 0.25)                   # 40x40 LR, MATLAB bicubic
     fp32 = super_resolve(model, lr)
@@ -59,7 +61,7 @@ def test_bf16_is_close_to_fp32_on_a_real_image(bf16_cpu):
     diff = np.abs(bf16.astype(int) - fp32.astype(int))
     assert diff.mean() < 1.0          # within a level on average: the same image
     assert diff.max() > 0             # and really computed in bf16 (not fp32 again)
-    assert utils.calculate_psnr(bf16, fp32, crop_border=4) > 40
+    assert metrics.calculate_psnr(bf16, fp32, crop_border=4) > 40
 
 
 def test_bf16_runs_convolutions_in_bf16_and_fp32_stays_fp32_inside_autocast(bf16_cpu):
@@ -105,13 +107,13 @@ def test_invalid_precision_is_a_one_line_value_error(precision):
 def test_bf16_is_refused_on_a_cpu_without_native_bf16(monkeypatch):
     model, lr = _tiny_model(), np.zeros((8, 8, 3), np.uint8)
     seen = _conv_dtypes(model)
-    monkeypatch.setattr(utils, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(inference, "cpu_has_native_bf16", lambda: False)
     with pytest.raises(ValueError, match="no native bf16") as info:
         super_resolve(model, lr, precision="bf16")
     assert "\n" not in str(info.value) and "precision='fp32'" in str(info.value)
     assert seen == []  # refused before running anything
     assert super_resolve(model, lr).shape == (32, 32, 3)  # fp32 runs on any CPU
-    monkeypatch.setattr(utils, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(inference, "cpu_has_native_bf16", lambda: True)
     super_resolve(model, lr, precision="bf16")
     assert seen == [torch.float32, torch.bfloat16]
 
@@ -119,6 +121,6 @@ def test_bf16_is_refused_on_a_cpu_without_native_bf16(monkeypatch):
 def test_cpu_has_native_bf16_follows_torchs_capability_checks(monkeypatch):
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
-    assert utils.cpu_has_native_bf16() is False
+    assert inference.cpu_has_native_bf16() is False
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
-    assert utils.cpu_has_native_bf16() is True
+    assert inference.cpu_has_native_bf16() is True

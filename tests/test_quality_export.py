@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+import checkpoints
 import models
 import utils
 from create_data_lists import write_data_list
@@ -34,10 +35,11 @@ def run(tmp_path):
     final, kept, psnr = _net(0), _net(1), _net(2)
     log = [{"stage": 1, "epoch": 1, "seconds": 10.0}, {"stage": 2, "epoch": 1, "seconds": 20.0},
            {"stage": 2, "epoch": 2, "seconds": 30.0}, {"stage": 2, "epoch": 3, "seconds": 40.0}]
-    torch.save({"arch": models.generator_arch(final), "generator": final.state_dict(), "stage": 2, "epoch": 3,
-                "global_step": 30, "config": {"seed": 0}, "log": log}, tmp_path / "checkpoint.pth")
-    models.save_generator(tmp_path / "stage2_epoch0002.pth", kept, stage=2, epoch=2, global_step=20)
-    models.save_generator(tmp_path / "psnr.pth", psnr)
+    checkpoints.save_state(tmp_path / "checkpoint.pth", {"arch": models.generator_arch(final), "generator": final.state_dict(),
+                                                          "stage": 2, "epoch": 3, "global_step": 30, "config": {"seed": 0},
+                                                          "log": log})
+    checkpoints.save_generator(tmp_path / "stage2_epoch0002.pth", kept, stage=2, epoch=2, global_step=20)
+    checkpoints.save_generator(tmp_path / "psnr.pth", psnr)
     hr = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
     utils.save_image(hr, tmp_path / "hr.png")
     write_data_list(tmp_path / "Set5.json", "Set5", 4, [{"name": "img", "hr": str(tmp_path / "hr.png"), "lr": None}])
@@ -71,14 +73,14 @@ def test_export_of_a_kept_epoch_blended_with_the_psnr_network(run):
     # the log and the time stop at the shipped epoch
     assert [(r["stage"], r["epoch"]) for r in saved["log"]] == [(1, 1), (2, 1), (2, 2)]
     assert training["train_seconds"] == 60.0
-    net = models.load_generator(d / "out.pth")
+    net = checkpoints.load_generator(d / "out.pth")
     expected = quality.score(net, run["sets"])["Set5"]
     assert saved["metrics_x4"]["Set5"]["psnr"] == pytest.approx(expected["psnr"], abs=1e-4)
 
 
 def test_export_refuses_a_generator_of_another_architecture(run):
     quality, d = _quality_module(), run["dir"]
-    models.save_generator(d / "other.pth", models.SRResNet(scale=4, n_blocks=2, channels=8), stage=2, epoch=1,
+    checkpoints.save_generator(d / "other.pth", models.SRResNet(scale=4, n_blocks=2, channels=8), stage=2, epoch=1,
                           global_step=10)
     with pytest.raises(SystemExit, match="other architecture"):
         quality.export(d / "checkpoint.pth", d / "out.pth", run["sets"], "cpu", "toy data",

@@ -12,8 +12,6 @@ from pathlib import Path
 import pytest
 import torch
 
-import models
-import utils
 import checkpoints
 import inference
 import metrics

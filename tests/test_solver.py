@@ -18,8 +18,10 @@ import numpy as np
 import pytest
 import torch
 
-import models
+import checkpoints
+import losses
 import solver
+import training
 import utils
 from create_data_lists import write_data_list
 
@@ -131,21 +133,21 @@ def test_make_config_overrides_and_typos():
 def test_epochs_from_iterations():
     cfg = solver.make_config("srgan-vgg54")
     # e.g. 800 DIV2K images x 100 patches / batch 16 = 5000 iterations per epoch
-    assert solver._stage_epochs(cfg.stage1, 5000) == 200
-    assert solver._stage_epochs(cfg.stage2, 5000) == 40
-    assert solver._milestones([0.5], 40 * 5000) == [100_000]
+    assert training._stage_epochs(cfg.stage1, 5000) == 200
+    assert training._stage_epochs(cfg.stage2, 5000) == 40
+    assert training._milestones([0.5], 40 * 5000) == [100_000]
 
 
 def test_seeded_sampler_is_a_deterministic_partition():
-    full = solver.SeededSampler(10, seed=1)
-    full.set_epoch(solver.epoch_key(1, 1))
+    full = training.SeededSampler(10, seed=1)
+    full.set_epoch(training.epoch_key(1, 1))
     a = list(full)
     assert a == list(full) and sorted(i for i, _ in a) == list(range(10))
-    full.set_epoch(solver.epoch_key(1, 2))
+    full.set_epoch(training.epoch_key(1, 2))
     assert list(full) != a
-    ranks = [solver.SeededSampler(10, seed=1, rank=r, world_size=2) for r in range(2)]
+    ranks = [training.SeededSampler(10, seed=1, rank=r, world_size=2) for r in range(2)]
     for r in ranks:
-        r.set_epoch(solver.epoch_key(1, 1))
+        r.set_epoch(training.epoch_key(1, 1))
     parts = [list(r) for r in ranks]
     assert len(parts[0]) == len(parts[1]) == 5
     assert sorted(parts[0] + parts[1]) == sorted(a)
@@ -169,7 +171,7 @@ def test_two_stage_run_writes_every_output(tiny_lists, tmp_path):
     rows = _read_csv(out / "log.csv")
     assert [(r["stage"], r["epoch"], r["step"]) for r in rows] == [
         ("1", "1", "3"), ("1", "2", "6"), ("2", "1", "9"), ("2", "2", "12")]
-    assert set(solver.LOG_COLUMNS) == set(rows[0])
+    assert set(training.LOG_COLUMNS) == set(rows[0])
     for r in rows:
         assert float(r["loss_g"]) > 0 and 0 < float(r["ssim"]) <= 1 and float(r["psnr"]) > 0
     assert rows[0]["loss_d"] == "" and rows[0]["d_real"] == ""
@@ -179,15 +181,15 @@ def test_two_stage_run_writes_every_output(tiny_lists, tmp_path):
     lr1 = cfg.stage1.lr
     assert [float(r["lr"]) for r in rows] == pytest.approx([lr1, lr1, 1e-4, 1e-5])
 
-    # The checkpoint is safe to load (weights_only) and models.load_generator reads it.
+    # The checkpoint is safe to load (weights_only) and checkpoints.load_generator reads it.
     ckpt = torch.load(out / "checkpoint.pth", map_location="cpu", weights_only=True)
     assert (ckpt["format_version"], ckpt["stage"], ckpt["epoch"], ckpt["global_step"]) == (1, 2, 2, 12)
     for key in ("optimizer_g", "optimizer_d", "scheduler_g", "scheduler_d", "discriminator", "rng",
                 "config", "log"):
         assert ckpt[key] is not None, key
     assert ckpt["config"]["runtime"]["steps_per_epoch"] == 3 and ckpt["config"]["seed"] == 0
-    g = models.load_generator(out / "checkpoint.pth")
-    final = models.load_generator(out / "generator_stage2.pth")
+    g = checkpoints.load_generator(out / "checkpoint.pth")
+    final = checkpoints.load_generator(out / "generator_stage2.pth")
     for a, b in zip(g.state_dict().values(), final.state_dict().values()):
         assert torch.equal(a, b)
     # stage 1 and stage 2 generators differ: stage 2 really trained the stage-1 weights further
@@ -201,7 +203,7 @@ def test_curves_figure_draws_niqe_beside_psnr_with_gaps_where_a_row_has_none():
     rows = [{"stage": 1, "loss_g": 0.01, "psnr": 25.0, "ssim": 0.7, "niqe": None},
             {"stage": 1, "loss_g": 0.009, "psnr": 25.5, "ssim": 0.72, "niqe": 7.5},
             {"stage": 2, "loss_g": 0.02, "d_real": 0.8, "d_fake": 0.2, "psnr": 25.1, "ssim": 0.7, "niqe": 5.25}]
-    fig = solver.curves_figure(rows)
+    fig = training.curves_figure(rows)
     niqe_ax = [ax for ax in fig.axes if ax.get_title().startswith("validation NIQE")]
     assert len(niqe_ax) == 1, [ax.get_title() for ax in fig.axes]
     (line,) = niqe_ax[0].get_lines()[:1]
@@ -209,7 +211,7 @@ def test_curves_figure_draws_niqe_beside_psnr_with_gaps_where_a_row_has_none():
     # the stage boundary is marked in the NIQE panel too
     assert any(list(l.get_xdata()) == [2.5, 2.5] for l in niqe_ax[0].get_lines())
 
-    no_niqe = solver.curves_figure([{k: v for k, v in r.items() if k != "niqe"} for r in rows])
+    no_niqe = training.curves_figure([{k: v for k, v in r.items() if k != "niqe"} for r in rows])
     ax = [a for a in no_niqe.axes if a.get_title().startswith("validation NIQE")][0]
     assert not [l for l in ax.get_lines() if l.get_label() == "NIQE"]
     assert "no NIQE" in ax.texts[0].get_text()
@@ -229,7 +231,7 @@ def test_keep_generators_saves_every_epochs_generator(tiny_lists, tmp_path):
         assert kept["metrics"]["psnr"] == pytest.approx(float(row["psnr"]))
     # the last epoch of each stage is the stage's generator
     for stage in (1, 2):
-        kept = models.load_generator(out / "generators" / f"stage{stage}_epoch0002.pth").state_dict()
+        kept = checkpoints.load_generator(out / "generators" / f"stage{stage}_epoch0002.pth").state_dict()
         final = _state(out / f"generator_stage{stage}.pth")
         assert all(torch.equal(v, final[k]) for k, v in kept.items())
     first = _state(out / "generators" / "stage2_epoch0001.pth")
@@ -238,11 +240,11 @@ def test_keep_generators_saves_every_epochs_generator(tiny_lists, tmp_path):
 
 def test_random_translate_moves_the_batch_by_a_random_offset_within_the_range():
     x = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).reshape(2, 3, 8, 8).requires_grad_(True)
-    assert solver.random_translate(x, 0) is x
+    assert losses.random_translate(x, 0) is x
     torch.manual_seed(0)
     seen = set()
     for _ in range(200):
-        y = solver.random_translate(x, 2)
+        y = losses.random_translate(x, 2)
         assert y.shape == x.shape
         padded = torch.nn.functional.pad(x.detach(), (2, 2, 2, 2), mode="replicate")
         matches = [(dy, dx) for dy in range(4) for dx in range(4)
@@ -250,7 +252,7 @@ def test_random_translate_moves_the_batch_by_a_random_offset_within_the_range():
         assert len(matches) == 1
         seen.add(matches[0])
     assert seen == {(dy, dx) for dy in range(4) for dx in range(4)}  # shifts -2..1, each phase mod 4
-    solver.random_translate(x, 2).sum().backward()
+    losses.random_translate(x, 2).sum().backward()
     assert x.grad is not None and x.grad.sum() == x.numel()  # every pixel reaches D (edges repeat)
 
 
@@ -282,7 +284,7 @@ def test_existing_run_is_not_overwritten_without_resume(tiny_lists, tmp_path):
 def test_two_runs_cannot_share_a_folder(tiny_lists, tmp_path):
     pytest.importorskip("fcntl")
     cfg = tiny_config(tiny_lists, tmp_path / "run", preset="mse", stage1={"epochs": 1})
-    holder = solver._lock_run_folder(tmp_path / "run")  # as if another process were training there
+    holder = checkpoints.lock_run_folder(tmp_path / "run")  # as if another process were training there
     try:
         with pytest.raises(RuntimeError, match="another training run"):
             solver.train(cfg)
@@ -306,13 +308,13 @@ def test_pretrained_generator_skips_stage1(tiny_lists, tmp_path, monkeypatch):
     solver.train(tiny_config(tiny_lists, tmp_path / "pre", preset="mse", stage1={"epochs": 1}))
     pretrained = _state(tmp_path / "pre" / "generator_stage1.pth")
     seen = {}
-    real_epoch = solver.train_stage2_epoch
+    real_step = solver.gan_step
 
     def spy(generator, *args, **kwargs):  # the weights stage 2 starts from
-        seen.setdefault("start", {k: v.clone() for k, v in solver._unwrap(generator).state_dict().items()})
-        return real_epoch(generator, *args, **kwargs)
+        seen.setdefault("start", {k: v.clone() for k, v in utils.unwrap(generator).state_dict().items()})
+        return real_step(generator, *args, **kwargs)
 
-    monkeypatch.setattr(solver, "train_stage2_epoch", spy)
+    monkeypatch.setattr(solver, "gan_step", spy)
     cfg = tiny_config(tiny_lists, tmp_path / "gan", pretrained=str(tmp_path / "pre" / "generator_stage1.pth"),
                       stage2={"epochs": 1})
     solver.train(cfg)
@@ -325,19 +327,20 @@ def test_pretrained_generator_skips_stage1(tiny_lists, tmp_path, monkeypatch):
 _KILL_SCRIPT = """
 import json, os, signal, sys
 sys.path.insert(0, {repo!r})
+import checkpoints
 import solver
 from easydict import EasyDict
 
 config = EasyDict(json.load(open(sys.argv[1])))
 kill_at = tuple(json.loads(sys.argv[2]))
-save = solver.save_checkpoint
+save = checkpoints.save_state
 
 def save_then_die(path, state):
     save(path, state)
-    if (state["stage"], state["epoch"]) == kill_at:
+    if os.path.basename(path) == "checkpoint.pth" and (state["stage"], state["epoch"]) == kill_at:
         os.kill(os.getpid(), signal.SIGKILL)
 
-solver.save_checkpoint = save_then_die
+checkpoints.save_state = save_then_die
 solver.train(config)
 """
 
@@ -346,7 +349,7 @@ def _run_until_killed(config, kill_at, tmp_path) -> subprocess.CompletedProcess:
     script = tmp_path / "kill_run.py"
     script.write_text(_KILL_SCRIPT.format(repo=str(REPO)))
     cfg_file = tmp_path / "config.json"
-    cfg_file.write_text(json.dumps(solver._to_plain(config)))
+    cfg_file.write_text(json.dumps(checkpoints.to_plain(config)))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, str(script), str(cfg_file), json.dumps(kill_at)],
                           capture_output=True, text=True, timeout=300, env=env)
@@ -398,8 +401,8 @@ def test_resume_of_a_finished_run_changes_nothing(tiny_lists, tmp_path):
 
 
 def _count_calls(monkeypatch, fail_on_call: int, exc):
-    """Make solver.pixel_loss return/raise ``exc`` on its ``fail_on_call``-th call."""
-    real = solver.pixel_loss
+    """Make losses.pixel_loss return/raise ``exc`` on its ``fail_on_call``-th call."""
+    real = losses.pixel_loss
     calls = {"n": 0}
 
     def patched(sr, hr, kind="mse"):
@@ -417,13 +420,14 @@ def _count_calls(monkeypatch, fail_on_call: int, exc):
 def _watch_checkpoints(monkeypatch) -> list[str]:
     """Record the sha256 of checkpoint.pth after every save."""
     hashes: list[str] = []
-    real = solver.save_checkpoint
+    real = checkpoints.save_state
 
     def recording(path, state):
         real(path, state)
-        hashes.append(_sha(path))
+        if Path(path).name == "checkpoint.pth":
+            hashes.append(_sha(path))
 
-    monkeypatch.setattr(solver, "save_checkpoint", recording)
+    monkeypatch.setattr(checkpoints, "save_state", recording)
     return hashes
 
 
@@ -576,7 +580,7 @@ def test_srgan_mse_content_term_is_the_papers_mse_on_minus_one_to_one():
     cfg = solver.make_config("srgan-mse")
     torch.manual_seed(0)
     sr, hr = torch.rand(2, 3, 24, 24), torch.rand(2, 3, 24, 24)
-    kit = cfg.stage2.content_weight * solver.pixel_loss(sr, hr, "mse")
+    kit = cfg.stage2.content_weight * losses.pixel_loss(sr, hr, "mse")
     paper = torch.nn.functional.mse_loss(2 * sr - 1, 2 * hr - 1)
     assert kit.item() == pytest.approx(paper.item(), rel=1e-6)
     assert cfg.stage2.adversarial_weight == 1e-3

@@ -16,8 +16,12 @@ import numpy as np
 import pytest
 import torch
 
+import checkpoints
+import datasets
+import losses
 import models
 import solver
+import training
 import utils
 from create_data_lists import write_data_list
 from test_solver import _read_csv, _smooth_image, tiny_config, tiny_lists  # noqa: F401,F811  (fixture)
@@ -65,7 +69,8 @@ def test_pretrain_step_lowers_the_pixel_loss_on_a_fixed_batch():
     # L1, through a (disabled) GradScaler: the returned loss is the batch's before the update
     with torch.no_grad():
         expected = (g(lr) - hr).abs().mean().item()
-    out = solver.pretrain_step(g, lr, hr, opt, "l1", torch.amp.GradScaler("cpu", enabled=False))
+    training.attach_grad_scaler(opt, torch.amp.GradScaler("cpu", enabled=False))
+    out = solver.pretrain_step(g, lr, hr, opt, "l1")
     assert out["loss_pixel"].item() == pytest.approx(expected, rel=1e-6)
 
 
@@ -115,9 +120,8 @@ def test_d_step_and_g_step_update_their_own_network_and_return_loss_dicts():
     assert all(torch.equal(a, b) for a, b in zip(g_before, g.parameters()))  # D's update left G alone
     d_after = [p.clone() for p in d.parameters()]
     assert any(not torch.equal(a, b) for a, b in zip(d_before, d_after))
-    for p in d.parameters():
-        p.requires_grad_(False)
-    out_g = solver.g_step(sr, hr, d, solver.ContentLoss("mse"), opt_g, cfg2)
+    out_g = solver.g_step(sr, hr, training.DiscriminatorInput(d, frozen=True), losses.ContentLoss("mse"), opt_g,
+                          **solver.loss_weights(cfg2))
     assert set(out_g) == {"loss_g", "loss_content", "loss_adv"}
     assert out_g["loss_g"].item() == pytest.approx(
         4.0 * out_g["loss_content"].item() + 1e-3 * out_g["loss_adv"].item(), rel=1e-5)
@@ -184,8 +188,11 @@ _HOLDER = """
 import sys, time
 sys.path.insert(0, {repo!r})
 from pathlib import Path
+import checkpoints
+import losses
 import solver
-lock = solver._lock_run_folder(Path(sys.argv[1]))
+import training
+lock = checkpoints.lock_run_folder(Path(sys.argv[1]))
 print("locked", flush=True)
 sys.stdin.readline()
 """
@@ -293,16 +300,16 @@ def test_read_only_output_folder_is_one_line(tiny_lists, tmp_path, capsys):
 @pytest.mark.parametrize("failure", ["ENOSPC", "torch-short-write"])
 def test_full_disk_is_one_line_and_keeps_the_last_checkpoint(tiny_lists, tmp_path, capsys, monkeypatch, failure):
     out = tmp_path / "run"
-    real = solver.save_checkpoint
+    real = checkpoints.save_state
 
     def filling_up(path, state):
-        if state["epoch"] == 2:
+        if state.get("epoch") == 2:
             if failure == "ENOSPC":
                 raise OSError(errno.ENOSPC, "No space left on device")
             raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 4928 vs 4816")
         real(path, state)
 
-    monkeypatch.setattr(solver, "save_checkpoint", filling_up)
+    monkeypatch.setattr(checkpoints, "save_state", filling_up)
     assert solver.main(_cli_args(tiny_lists, out, epochs=2)) == 2
     line = _one_error_line(capsys)
     assert "full" in line and "--resume" in line
@@ -321,10 +328,10 @@ def test_bare_solver_prints_usage_and_creates_nothing(tmp_path):
 
 def test_loader_workers_never_exceed_the_cpus(tiny_lists):
     cfg = solver.make_config("srgan-mse", "quick", data={"workers": 64})
-    from_list = solver.TrainDataset(tiny_lists["train"], scale=4, patch_size=16, patches_per_image=4)
-    loader = solver._make_loader(from_list, solver.SeededSampler(len(from_list), 0), 4, cfg.data,
+    from_list = datasets.TrainDataset(tiny_lists["train"], scale=4, patch_size=16, patches_per_image=4)
+    loader = training._make_loader(from_list, training.SeededSampler(len(from_list), 0), 4, cfg.data,
                                  torch.device("cpu"))
-    assert loader.num_workers == min(64, solver._usable_cpus()) <= (os.cpu_count() or 1)
+    assert loader.num_workers == min(64, training._usable_cpus()) <= (os.cpu_count() or 1)
     assert solver.make_config("srgan-mse", "quick").data.workers == 0
 
 
@@ -363,7 +370,7 @@ def test_cli_scale_2_trains_an_x2_generator(tmp_path, capsys):
                         "--stage2-epochs", "1", "--set", "model.generator.kwargs.n_blocks=1",
                         "model.generator.kwargs.channels=8", "model.discriminator.kwargs.channels=8",
                         "model.discriminator.kwargs.fc_size=16"]) == 0
-    g = models.load_generator(out / "generator_stage2.pth")
+    g = checkpoints.load_generator(out / "generator_stage2.pth")
     assert g.scale == 2 and tuple(g(torch.rand(1, 3, 8, 8)).shape) == (1, 3, 16, 16)
     assert float(_read_csv(out / "log.csv")[-1]["psnr"]) > 0
     # the x2 lists refuse an x4 model
@@ -377,12 +384,12 @@ def test_cli_scale_2_trains_an_x2_generator(tmp_path, capsys):
 
 def test_amp_auto_uses_bf16_on_the_cpu_only_where_it_is_native(monkeypatch):
     cpu = torch.device("cpu")
-    monkeypatch.setattr(utils, "cpu_has_native_bf16", lambda: True)
-    assert solver._amp_dtype("auto", cpu) == torch.bfloat16
-    monkeypatch.setattr(utils, "cpu_has_native_bf16", lambda: False)
-    assert solver._amp_dtype("auto", cpu) is None
-    assert solver._amp_dtype("bf16", cpu) == torch.bfloat16
-    assert solver._amp_dtype("off", cpu) is None and solver._amp_dtype("fp16", cpu) is None
+    monkeypatch.setattr(training, "cpu_has_native_bf16", lambda: True)
+    assert training._amp_dtype("auto", cpu) == torch.bfloat16
+    monkeypatch.setattr(training, "cpu_has_native_bf16", lambda: False)
+    assert training._amp_dtype("auto", cpu) is None
+    assert training._amp_dtype("bf16", cpu) == torch.bfloat16
+    assert training._amp_dtype("off", cpu) is None and training._amp_dtype("fp16", cpu) is None
 
 
 def test_bf16_training_on_the_cpu_validates_in_fp32(tiny_lists, tmp_path, monkeypatch):
@@ -414,21 +421,23 @@ def test_an_enabled_grad_scaler_skips_a_non_finite_step_and_the_epoch_stops_on_i
     opt = torch.optim.Adam(g.parameters(), lr=1e-3)
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)
     before = [p.detach().clone() for p in g.parameters()]
-    solver.pretrain_step(g, lr, hr, opt, "mse", scaler)
+    training.attach_grad_scaler(opt, scaler)
+    solver.pretrain_step(g, lr, hr, opt, "mse")
     assert any(not torch.equal(a, b) for a, b in zip(before, g.parameters())) and scaler.get_scale() == 2.0**10
     after = [p.detach().clone() for p in g.parameters()]
     bad_hr = hr.clone()
     bad_hr[0, 0, 0, 0] = float("inf")
-    out = solver.pretrain_step(g, lr, bad_hr, opt, "mse", scaler)
+    out = solver.pretrain_step(g, lr, bad_hr, opt, "mse")
     assert not torch.isfinite(out["loss_pixel"])
     assert all(torch.equal(a, b) for a, b in zip(after, g.parameters()))  # the step was skipped
     assert scaler.get_scale() == 2.0**9  # and the scale backed off
     # the epoch wrapper stops the run on that loss, naming it
-    ctx = solver.TrainContext(device=torch.device("cpu"), amp_dtype=None, channels_last=False, progress=False,
-                              log_every=1, check_every=1, global_step=0, scaler_g=scaler)
+    ctx = training.TrainContext(device=torch.device("cpu"), amp_dtype=None, channels_last=False, progress=False,
+                                log_every=1, check_every=1, global_step=0)
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, [100])
     with pytest.raises(solver.NonFiniteLossError, match="content loss is inf in stage 1, epoch 1, step 2"):
-        solver.train_stage1_epoch(g, [(lr, hr), (lr, bad_hr)], opt, sched, ctx)
+        training.train_epoch([(lr, hr), (lr, bad_hr)], ctx, 1, 1,
+                             lambda lr, hr: solver.pretrain_step(g, lr, hr, opt), [sched], [g])
 
 
 def test_a_run_stopped_before_its_first_checkpoint_leaves_nothing_behind(tiny_lists, tmp_path):

@@ -15,8 +15,11 @@ import pytest
 import torch
 from torch import nn
 
+import checkpoints
+import losses
 import models
 import solver
+import vgg_weights
 from test_solver import write_tiny_lists
 
 # torchvision vgg16().features: conv indices (each followed by its ReLU); max-pools at 4, 9, 16, 23, 30
@@ -31,8 +34,8 @@ def _sigmoid(v: float) -> float:
 def test_squared_tv_loss_by_hand():
     x = torch.tensor([[1.0, 3.0], [4.0, 0.0]]).view(1, 1, 2, 2)
     # vertical: (4-1)^2 + (0-3)^2 = 18 over C*(H-1)*W = 2 -> 9; horizontal: 2^2 + 4^2 = 20 over 2 -> 10
-    assert solver.tv_loss(x, "squared").item() == pytest.approx(2 * (9 + 10) / 1)
-    assert solver.tv_loss(x).item() == pytest.approx(6.0)  # the kit's L1 default is unchanged
+    assert losses.tv_loss(x, "squared").item() == pytest.approx(2 * (9 + 10) / 1)
+    assert losses.tv_loss(x).item() == pytest.approx(6.0)  # the kit's L1 default is unchanged
 
     # a batch, loop by loop as the lab defines it: sums over everything, counts per image
     torch.manual_seed(0)
@@ -43,10 +46,10 @@ def test_squared_tv_loss_by_hand():
     w_tv = sum(float((x[b, k, i, j + 1] - x[b, k, i, j]) ** 2)
                for b in range(n) for k in range(c) for i in range(h) for j in range(w - 1))
     expected = 2 * (h_tv / (c * (h - 1) * w) + w_tv / (c * h * (w - 1))) / n
-    assert solver.tv_loss(x, "squared").item() == pytest.approx(expected, rel=1e-5)
-    assert solver.tv_loss(torch.ones(2, 3, 5, 4), "squared").item() == 0.0
+    assert losses.tv_loss(x, "squared").item() == pytest.approx(expected, rel=1e-5)
+    assert losses.tv_loss(torch.ones(2, 3, 5, 4), "squared").item() == 0.0
     with pytest.raises(ValueError, match="unknown TV loss"):
-        solver.tv_loss(x, "l2")
+        losses.tv_loss(x, "l2")
 
 
 def test_lab_gan_losses_by_hand():
@@ -54,23 +57,23 @@ def test_lab_gan_losses_by_hand():
     fake = torch.tensor([0.5, -3.0], requires_grad=True)
     d_real = (_sigmoid(2.0) + _sigmoid(-1.0)) / 2
     d_fake = (_sigmoid(0.5) + _sigmoid(-3.0)) / 2
-    assert solver.gan_d_loss(real, fake, "lab").item() == pytest.approx(1 - d_real + d_fake, rel=1e-6)
-    loss_g = solver.gan_g_loss(fake, None, "lab")
+    assert losses.gan_d_loss(real, fake, "lab").item() == pytest.approx(1 - d_real + d_fake, rel=1e-6)
+    loss_g = losses.gan_g_loss(fake, None, "lab")
     assert loss_g.item() == pytest.approx(1 - d_fake, rel=1e-6)
     # the logged probabilities are the same D outputs
-    logged = solver.d_probabilities(real, fake, "lab")
+    logged = losses.d_probabilities(real, fake, "lab")
     assert (logged[0].item(), logged[1].item()) == pytest.approx((d_real, d_fake), rel=1e-6)
     # d/dC of mean(1 - sigmoid(C)) = -sigmoid'(C) / N: no log, so it fades where D is sure
     loss_g.backward()
     expected = [-_sigmoid(v) * (1 - _sigmoid(v)) / 2 for v in (0.5, -3.0)]
     assert fake.grad.tolist() == pytest.approx(expected, rel=1e-5)
     with pytest.raises(ValueError, match="'lab'"):
-        solver.gan_g_loss(fake, None, "hinge")
+        losses.gan_g_loss(fake, None, "hinge")
 
 
 def test_vgg16_lab_content_loss_is_mse_of_unnormalised_features():
     torch.manual_seed(0)
-    loss = solver.ContentLoss("vgg16_lab", vgg_feature_scale=1.0, vgg_random_init=True)
+    loss = losses.ContentLoss("vgg16_lab", vgg_feature_scale=1.0, vgg_random_init=True)
     vgg = loss.vgg.vgg
     assert isinstance(vgg, models.TruncatedVGG16) and len(vgg.features) == 31
     sr, hr = torch.rand(2, 3, 64, 64), torch.rand(2, 3, 64, 64)
@@ -130,8 +133,8 @@ def offline(monkeypatch):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    monkeypatch.setattr(models, "VGG16_URL", f"http://127.0.0.1:{port}/vgg16-397923af.pth")
-    monkeypatch.setattr(models, "VGG19_URL", f"http://127.0.0.1:{port}/vgg19-dcbb9e9d.pth")
+    monkeypatch.setattr(vgg_weights, "VGG16_URL", f"http://127.0.0.1:{port}/vgg16-397923af.pth")
+    monkeypatch.setattr(vgg_weights, "VGG19_URL", f"http://127.0.0.1:{port}/vgg19-dcbb9e9d.pth")
 
 
 def test_vgg16_loads_explicit_path(tmp_path, torch_home, offline):
@@ -171,12 +174,12 @@ def test_vgg16_downloads_from_url_and_caches_it(tmp_path, torch_home, monkeypatc
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(served)))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        monkeypatch.setattr(models, "VGG16_URL", f"http://127.0.0.1:{server.server_address[1]}/{name}")
+        monkeypatch.setattr(vgg_weights, "VGG16_URL", f"http://127.0.0.1:{server.server_address[1]}/{name}")
         vgg = models.TruncatedVGG16(n_layers=4)
         # a file whose content does not match its name's hash is refused, not used
         bad = f"vgg16-{'0' * 8}.pth"
         (served / bad).write_bytes((served / name).read_bytes())
-        monkeypatch.setattr(models, "VGG16_URL", f"http://127.0.0.1:{server.server_address[1]}/{bad}")
+        monkeypatch.setattr(vgg_weights, "VGG16_URL", f"http://127.0.0.1:{server.server_address[1]}/{bad}")
         with pytest.raises(RuntimeError, match="download from .* failed"):
             models.TruncatedVGG16(n_layers=4)
     finally:
@@ -265,7 +268,7 @@ def test_srgan_lab_trains_a_few_steps_with_explicit_random_vgg16(lab_lists, tmp_
     expected = row["loss_pixel"] + 1e-3 * row["loss_adv"] + 6e-3 * row["loss_content"] + 2e-8 * row["loss_tv"]
     assert row["loss_g"] == pytest.approx(expected, rel=1e-5)
     assert not (out / "generator_stage1.pth").exists()
-    assert models.load_generator(result["generator"]).scale == 4
+    assert checkpoints.load_generator(result["generator"]).scale == 4
 
 
 def test_srgan_lab_refuses_to_start_without_vgg16_weights(lab_lists, tmp_path, torch_home, offline):

@@ -14,8 +14,12 @@ import pytest
 import torch
 from torch import nn
 
+import checkpoints
+import inference
+import metrics
 import models
 import solver
+import training
 import utils
 from create_data_lists import write_data_list
 from datasets import EvalDataset
@@ -45,7 +49,7 @@ def test_ema_update_averages_weights_and_batchnorm_statistics_and_copies_counter
     net.train()
     net(torch.rand(2, 3, 8, 8))  # moves BN running statistics and counters away from ema's
     before = {k: v.clone() for k, v in ema.state_dict().items()}
-    solver.ema_update(ema, net, 0.75)
+    training.ema_update(ema, net, 0.75)
     after, live = ema.state_dict(), net.state_dict()
     checked = {"float": 0, "int": 0}
     for k, v in after.items():
@@ -76,9 +80,9 @@ def test_an_ema_run_validates_and_exports_the_ema_not_the_trained_weights(tiny_l
     assert all(torch.equal(exported[k], ema[k]) for k in ema)
     # the last log row's PSNR is the EMA's, recomputed here from the exported file
     rows = _read_csv(out / "log.csv")
-    ema_g = models.load_generator(out / "generator_stage2.pth")
+    ema_g = checkpoints.load_generator(out / "generator_stage2.pth")
     eval_set = EvalDataset(tiny_lists["val"], scale=4)
-    assert float(rows[-1]["psnr"]) == pytest.approx(solver.validate(ema_g, eval_set, 4)["psnr"], abs=1e-9)
+    assert float(rows[-1]["psnr"]) == pytest.approx(training.validate(ema_g, eval_set, 4)["psnr"], abs=1e-9)
 
 
 def test_an_ema_run_resumed_after_sigkill_equals_an_uninterrupted_one(tiny_lists, tmp_path):
@@ -163,15 +167,15 @@ def test_validation_reports_the_mean_niqe_of_the_super_resolved_images(tmp_path)
     eval_set = EvalDataset(str(tmp_path / "val.json"), scale=4)
     torch.manual_seed(0)
     g = models.SRResNet(scale=4, n_blocks=1, channels=8)
-    scores = solver.validate(g, eval_set, 4)
-    sr = utils.super_resolve(g, eval_set[0]["lr"])
+    scores = training.validate(g, eval_set, 4)
+    sr = inference.super_resolve(g, eval_set[0]["lr"])
     assert np.isfinite(scores["niqe"])
-    assert scores["niqe"] == pytest.approx(utils.calculate_niqe(sr, crop_border=4), abs=1e-9)
+    assert scores["niqe"] == pytest.approx(metrics.calculate_niqe(sr, crop_border=4), abs=1e-9)
 
 
 def test_a_training_checkpoint_with_an_ema_loads_as_the_ema_everywhere(tiny_lists, tmp_path):
     out = tmp_path / "run"
     solver.train(stabilized_config(tiny_lists, out))
     ema = _state(out / "checkpoint.pth", "generator_ema")
-    for net in (models.load_generator(out / "checkpoint.pth"), models.Generator.from_srresnet(out / "checkpoint.pth")):
+    for net in (checkpoints.load_generator(out / "checkpoint.pth"), checkpoints.generator_from_srresnet(out / "checkpoint.pth")):
         assert all(torch.equal(v, ema[k]) for k, v in net.state_dict().items())

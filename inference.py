@@ -1,0 +1,308 @@
+"""Running a trained generator on images: whole or tile by tile, fp32 or bf16, and scoring it.
+
+* ``super_resolve``: one ``uint8`` image through a network (tiles bound the memory).
+* ``bicubic_upscale``: the MATLAB bicubic baseline.
+* ``evaluate`` / ``evaluate_hr``: a whole evaluation set scored with ``metrics`` (PSNR, SSIM,
+  NIQE, sharpness per image), always in fp32.
+* ``cpu_has_native_bf16``: whether bf16 is fast on this CPU.
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import Iterator
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from imresize import imresize
+from metrics import calculate_psnr, calculate_sharpness, calculate_ssim, niqe_or_nan
+from utils import img2tensor, tensor2img
+
+def model_scale(model: torch.nn.Module) -> int:
+    """The integer ``scale`` attribute of a network (looking inside DataParallel/DDP wrappers)."""
+    scale = getattr(model, "scale", None)
+    if scale is None:
+        scale = getattr(getattr(model, "module", None), "scale", None)
+    if not isinstance(scale, int) or scale < 1:
+        raise ValueError(
+            f"{type(model).__name__} has no integer 'scale' attribute (got {scale!r}); "
+            f"super_resolve needs it to know the output size (SRResNet/Generator/RRDBNet have one)"
+        )
+    return scale
+
+
+def _check_lr(lr: np.ndarray, fn_name: str) -> None:
+    if not isinstance(lr, np.ndarray):
+        raise ValueError(f"{fn_name}: lr must be a numpy uint8 image, got {type(lr).__name__}")
+    if lr.dtype != np.uint8:
+        raise ValueError(f"{fn_name}: lr must be uint8 (0..255), got {lr.dtype}; "
+                         f"use read_image or tensor2img to get the kit's convention")
+    if lr.ndim not in (2, 3) or (lr.ndim == 3 and lr.shape[2] != 3):
+        raise ValueError(f"{fn_name}: lr must be HxW (grayscale) or HxWx3 (RGB), got shape {lr.shape}")
+    if lr.shape[0] < 1 or lr.shape[1] < 1:
+        raise ValueError(f"{fn_name}: lr is empty (shape {lr.shape})")
+
+
+@contextlib.contextmanager
+def _exact_fp32() -> Iterator[None]:
+    """Turn off TF32 for convolutions and matmuls inside the block (restored after).
+
+    On Ampere+ GPUs cuDNN convolutions default to TF32 (10-bit mantissa), which moves
+    PSNR in the last printed digits; reported numbers are computed in true fp32, as on CPU.
+    """
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+PRECISIONS = ("fp32", "bf16")  # super_resolve's precision options (bf16: never for scoring)
+
+
+def cpu_has_native_bf16() -> bool:
+    """True when this CPU computes bf16 natively (AVX512-BF16 or AMX), where bf16 is fast.
+
+    Elsewhere (e.g. AVX2-only CPUs) PyTorch emulates bf16 convolutions, many times
+    slower than fp32 and with much larger buffers. Uses ``torch.cpu``'s capability checks
+    (False when this torch has none).
+    """
+    checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return any(bool(check()) for check in checks if check is not None)
+
+
+def super_resolve(
+    model: torch.nn.Module,
+    lr: np.ndarray,
+    tile: int | None = None,
+    tile_overlap: int = 40,
+    device: str | torch.device | None = None,
+    precision: str = "fp32",
+) -> np.ndarray:
+    """Super-resolve one ``uint8`` image with a network, optionally tile by tile.
+
+    The network runs under ``torch.inference_mode()`` in eval mode (its previous
+    train/eval mode is restored afterwards) on ``device`` (default: the device of its
+    parameters; CPU for a network without parameters). The input is cast to the
+    parameters' dtype, so a ``.half()`` model works too.
+
+    Precision: ``"fp32"`` (the default) computes in true fp32 (TF32 off on GPUs, and
+    autocast switched off even when the caller is inside an autocast block).
+    ``"bf16"`` runs the network under ``torch.autocast(dtype=torch.bfloat16)`` on CUDA or
+    on a CPU with native bf16 (AVX512-BF16 or AMX, see :func:`cpu_has_native_bf16`):
+    convolutions in bfloat16 (8-bit mantissa), a faster option for users' own images.
+    Other CPUs are refused with a ``ValueError``: PyTorch emulates bf16 there, and an
+    SRResNet x4 on a 200x200 image took 13x the fp32 time and 10x its memory (6.8 GB) on
+    an AVX2 CPU (``benchmarks/bench_inference.py``). The bf16 output differs from fp32 by
+    about a level on some pixels, so it is **never used for scoring**: :func:`evaluate`,
+    validation and every reported PSNR/SSIM/NIQE call this function with the fp32 default.
+
+    Tiling: with ``tile`` the LR image is cut into ``tile x tile`` cores (the last row
+    and column of cores may be smaller); each core is run with ``tile_overlap`` extra
+    LR pixels of context on every side (less at the image border) and only the
+    core's ``scale*tile`` output is written into a preallocated ``uint8`` result, so
+    memory is bounded by one tile whatever the image size. The tiled result equals
+    the untiled one (up to float rounding, i.e. at most 1 level on a pixel) when
+    ``tile_overlap`` covers the network's receptive field radius in LR pixels. For
+    SRResNet/Generator x4 that radius is ``8 + 2 * n_blocks`` (head 4, each residual
+    block 2, body conv 1, sub-pixel path 3), i.e. 40 for the default 16 blocks, hence
+    the default. RRDBNet's theoretical radius is far larger (~350 for 23 blocks) and
+    cannot be covered cheaply; its effective receptive field is much smaller, so
+    differences stay small but are not guaranteed to be zero.
+
+    Args:
+        model: network mapping ``float32`` ``Nx3xhxw`` in [0, 1] to
+            ``Nx3x(scale*h)x(scale*w)``, with an integer attribute ``scale``.
+        lr: ``uint8`` ``HxWx3`` RGB, or ``HxW`` grayscale.
+        tile: LR tile size in pixels (>= 1), or None to run the whole image at once.
+        tile_overlap: LR context pixels added on each side of a tile (>= 0).
+        device: where to run; default the model's parameters' device.
+        precision: ``"fp32"`` or ``"bf16"`` (see above).
+
+    Returns:
+        ``uint8`` ``(scale*H)x(scale*W)x3``, clamped and rounded as :func:`tensor2img`.
+        A grayscale input is replicated to RGB for the network and the result is
+        returned as ``(scale*H)x(scale*W)``: the rounded mean of the three output
+        channels (grayscale in, grayscale out).
+
+    Raises:
+        ValueError: ``lr`` not ``uint8``, not ``HxW``/``HxWx3`` or empty; bad ``tile``,
+            ``tile_overlap`` or ``precision`` (or bf16 on a device other than CUDA or a
+            CPU with native bf16);
+            model without ``scale`` or whose output size does not match ``scale``.
+    """
+    _check_lr(lr, "super_resolve")
+    scale = model_scale(model)
+    if tile is not None and (not isinstance(tile, (int, np.integer)) or tile < 1):
+        raise ValueError(f"super_resolve: tile must be a positive integer or None, got {tile!r}")
+    if not isinstance(tile_overlap, (int, np.integer)) or tile_overlap < 0:
+        raise ValueError(f"super_resolve: tile_overlap must be an integer >= 0, got {tile_overlap!r}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"super_resolve: precision must be one of {list(PRECISIONS)}, got {precision!r}")
+
+    gray = lr.ndim == 2
+    rgb = np.repeat(lr[:, :, None], 3, axis=2) if gray else lr
+    h, w = rgb.shape[:2]
+    param = next(iter(model.parameters()), None)
+    if device is None:
+        device = param.device if param is not None else torch.device("cpu")
+    dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
+    device = torch.device(device)
+    if precision == "bf16" and device.type not in ("cpu", "cuda"):
+        raise ValueError(f"super_resolve: precision='bf16' runs on 'cpu' or 'cuda', not {device.type!r}; "
+                         "use precision='fp32' there")
+    # bf16: autocast runs convolutions/matmuls in bfloat16 (weights cast per call, the
+    # model itself is untouched). fp32: autocast switched *off*, so that even a caller
+    # inside an autocast block (a training loop validating) gets true fp32 scores.
+    if device.type in ("cpu", "cuda"):
+        autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+    else:
+        autocast = contextlib.nullcontext()
+    if precision == "bf16" and device.type == "cpu" and not cpu_has_native_bf16():
+        raise ValueError("super_resolve: this CPU has no native bf16 (AVX512-BF16 or AMX), so precision='bf16' "
+                         "would be emulated, many times slower than fp32 and using ~10x the memory; "
+                         "use precision='fp32' (or bf16 on a GPU)")
+    # bf16 input in channels_last (NHWC): the layout of oneDNN's and cuDNN's fast bf16
+    # convolutions (on an AVX2 CPU, emulated NCHW bf16 was another 10x slower still).
+    layout = torch.channels_last if precision == "bf16" else torch.contiguous_format
+
+    def run(patch: np.ndarray) -> np.ndarray:
+        x = img2tensor(patch).to(device=device, dtype=dtype).contiguous(memory_format=layout)
+        out = model(x)
+        ph, pw = patch.shape[:2]
+        if tuple(out.shape) != (1, 3, scale * ph, scale * pw):
+            raise ValueError(
+                f"super_resolve: the model turned a 1x3x{ph}x{pw} input into {tuple(out.shape)}, "
+                f"expected (1, 3, {scale * ph}, {scale * pw}) from its scale={scale}"
+            )
+        return tensor2img(out)
+
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode(), _exact_fp32(), autocast:
+            if tile is None or (tile >= h and tile >= w):
+                sr = run(rgb)
+            else:
+                sr = np.empty((scale * h, scale * w, 3), dtype=np.uint8)
+                cores = [(y, x) for y in range(0, h, tile) for x in range(0, w, tile)]
+                for y0, x0 in tqdm(cores, desc="tiles", leave=False, unit="tile"):
+                    y1, x1 = min(y0 + tile, h), min(x0 + tile, w)
+                    # Context around the core, clipped at the image border (where the
+                    # network zero-pads exactly as it does on the whole image).
+                    py0, px0 = max(y0 - tile_overlap, 0), max(x0 - tile_overlap, 0)
+                    py1, px1 = min(y1 + tile_overlap, h), min(x1 + tile_overlap, w)
+                    out = run(rgb[py0:py1, px0:px1])
+                    oy, ox = scale * (y0 - py0), scale * (x0 - px0)
+                    sr[scale * y0:scale * y1, scale * x0:scale * x1] = \
+                        out[oy:oy + scale * (y1 - y0), ox:ox + scale * (x1 - x0)]
+    finally:
+        model.train(was_training)
+
+    if gray:
+        # Sum of three uint8 / 3 never ends in .5, so floor(+0.5) is an unbiased round.
+        return np.floor(sr.astype(np.float32).sum(axis=2) / 3 + 0.5).astype(np.uint8)
+    return sr
+
+
+def bicubic_upscale(lr: np.ndarray, scale: int) -> np.ndarray:
+    """The bicubic baseline: MATLAB-exact ``imresize(lr, scale)`` on ``uint8``.
+
+    Args:
+        lr: ``uint8`` ``HxWx3`` RGB or ``HxW`` grayscale.
+        scale: integer upscaling factor (>= 1).
+
+    Returns:
+        ``uint8`` of ``scale`` times the size, same number of channels.
+    """
+    _check_lr(lr, "bicubic_upscale")
+    if not isinstance(scale, (int, np.integer)) or scale < 1:
+        raise ValueError(f"bicubic_upscale: scale must be a positive integer, got {scale!r}")
+    return imresize(lr, int(scale))
+
+
+def evaluate(
+    model: torch.nn.Module | None,
+    dataset,
+    scale: int,
+    device: str | torch.device | None = None,
+    tile: int | None = None,
+    progress: bool = True,
+) -> list[dict]:
+    """Score a network (or the bicubic baseline) on an evaluation set, MATLAB protocol.
+
+    Each image is super-resolved with :func:`super_resolve` in fp32 (never its bf16
+    option: scores must not depend on the hardware's precision), or with
+    :func:`bicubic_upscale` when ``model`` is None, and scored against its HR image by :func:`calculate_psnr`
+    and :func:`calculate_ssim` on the Y channel with ``crop_border = scale`` (grayscale
+    images as they are), the protocol of the published tables, and on its own by
+    :func:`calculate_niqe` (no reference; same border shaved). :func:`evaluate_hr` gives
+    the HR images' own NIQE, the reference row of a table.
+
+    Args:
+        model: SR network with attribute ``scale`` equal to ``scale``, or None for bicubic.
+        dataset: a sequence (``len`` + integer indexing, e.g. ``datasets.EvalDataset``)
+            of dicts ``{"name": str, "lr": uint8 HxW[x3], "hr": uint8 (scale*H)x(scale*W)[x3]}``.
+        scale: upscaling factor of the set; also the border shaved before scoring.
+        device: passed to :func:`super_resolve`.
+        tile: passed to :func:`super_resolve` (for images too large for memory).
+        progress: show a tqdm bar.
+
+    Returns:
+        One dict per image, in dataset order: ``{"name": str, "psnr": float (dB),
+        "ssim": float, "niqe": float (lower = more natural; NaN for an image smaller than
+        two 96x96 blocks after the shave), "sharpness": float (:func:`calculate_sharpness`),
+        "seconds": float}`` where ``seconds`` is the wall time of the super-resolution alone
+        (not the scoring).
+
+    Raises:
+        ValueError: the model's scale differs from ``scale``, or an SR result's shape
+            differs from its HR image (the message names the image).
+    """
+    if model is not None and model_scale(model) != scale:
+        raise ValueError(f"evaluate: the model is x{model_scale(model)} but the dataset is x{scale}")
+    rows = []
+    for i in tqdm(range(len(dataset)), desc="evaluate", disable=not progress, unit="img"):
+        item = dataset[i]
+        name, lr, hr = item["name"], item["lr"], item["hr"]
+        start = time.perf_counter()
+        sr = bicubic_upscale(lr, scale) if model is None else super_resolve(model, lr, tile=tile, device=device)
+        seconds = time.perf_counter() - start  # super_resolve returns numpy, so GPU work is done
+        if sr.shape != hr.shape:
+            raise ValueError(
+                f"evaluate: image {name!r}: SR result {sr.shape} (LR {lr.shape} x{scale}) does not match "
+                f"HR {hr.shape}; HR must be mod-cropped to a multiple of the scale and have as many "
+                f"channels as LR"
+            )
+        rows.append({
+            "name": name,
+            "psnr": calculate_psnr(sr, hr, crop_border=scale),
+            "ssim": calculate_ssim(sr, hr, crop_border=scale),
+            "niqe": niqe_or_nan(sr, crop_border=scale),
+            "sharpness": calculate_sharpness(sr, hr, crop_border=scale),
+            "seconds": seconds,
+        })
+    return rows
+
+
+def evaluate_hr(dataset, scale: int, progress: bool = True) -> list[dict]:
+    """NIQE of the HR images themselves: the reference row beside :func:`evaluate`'s rows.
+
+    Args:
+        dataset: as for :func:`evaluate` (only ``"name"`` and ``"hr"`` are used).
+        scale: the set's upscaling factor; ``scale`` border pixels are shaved, as from the
+            SR results, so that the HR row is scored on the same pixels.
+        progress: show a tqdm bar.
+
+    Returns:
+        One dict per image, in dataset order: ``{"name": str, "niqe": float}`` (NaN for an
+        image smaller than two 96x96 blocks after the shave).
+    """
+    rows = []
+    for i in tqdm(range(len(dataset)), desc="evaluate HR", disable=not progress, unit="img"):
+        item = dataset[i]
+        rows.append({"name": item["name"], "niqe": niqe_or_nan(item["hr"], crop_border=scale)})
+    return rows
