@@ -90,7 +90,7 @@ def how_to_make_list(path: PathLike, quick: bool = False) -> str:
     Args:
         path: the list file a run or a notebook looked for, as the user gave it
             (e.g. ``data/lists-291/train.json``).
-        quick: the run uses the quick profile (the sample set's lists are enough).
+        quick: the run uses the quick profile (the sample set's ``data/lists/train.json`` is enough).
 
     Returns:
         e.g. ``"make it with `python create_data_lists.py --train FOLDER [FOLDER ...] --output
@@ -100,7 +100,7 @@ def how_to_make_list(path: PathLike, quick: bool = False) -> str:
     out, name = path.parent, path.stem
     default = os.path.normpath(out) == os.path.normpath(DEFAULT_OUTPUT)
     output = "" if default else f" --output {out}"
-    if name == SAMPLE_TEST_NAME or (quick and name == "train"):
+    if name == SAMPLE_TEST_NAME or (quick and default and name == "train"):
         return f"make it with `python create_data_lists.py --sample{output}` (the embedded sample images)"
     if name == "train":
         own = f"`python create_data_lists.py --train FOLDER [FOLDER ...]{output}` (FOLDER: your training images)"

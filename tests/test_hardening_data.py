@@ -170,3 +170,6 @@ def test_missing_list_names_the_command_that_makes_it(tmp_path, monkeypatch, pat
     # run from the repository root (the README's commands), the bundled folder is named relative to it
     monkeypatch.chdir(cdl.BUNDLED_BENCHMARK.parents[1])
     assert "Set5=benchmarks/data/Set5 " in cdl.how_to_make_list("data/lists-291/Set5.json")
+    # a quick run needs only the sample set's lists, where the sample set puts them
+    assert "`python create_data_lists.py --sample`" in cdl.how_to_make_list("data/lists/train.json", quick=True)
+    assert "--train FOLDER" in cdl.how_to_make_list("data/lists-291/train.json", quick=True)
