@@ -44,12 +44,16 @@ import argparse
 import contextlib
 import errno
 import hashlib
+import inspect
+import io
 import os
 import pickle
+import pickletools
 import random
 import re
 import shutil
 import sys
+import zipfile
 from collections import Counter, OrderedDict
 from pathlib import Path
 from typing import Any, Iterator
@@ -203,6 +207,120 @@ def _one_line(err: BaseException) -> str:
     return lines[0][:200] if lines else type(err).__name__
 
 
+# ---------------------------------------------------------------- what a pickle would import
+# Globals a trusted older kit file may name: the data types of torch, numpy and collections (and
+# the helpers their pickles use to rebuild them), plain builtins, paths and EasyDict configs.
+_DATA_BUILTINS = {"set", "frozenset", "complex", "slice", "bytearray", "bytes", "int", "float", "str", "list",
+                  "dict", "tuple", "bool", "range"}
+_REBUILD_HELPERS = {("_codecs", "encode"), ("numpy.core.multiarray", "_reconstruct"),
+                    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "_reconstruct"),
+                    ("numpy._core.multiarray", "scalar"), ("numpy.core.numeric", "_frombuffer"),
+                    ("numpy._core.numeric", "_frombuffer"), ("easydict", "EasyDict"),
+                    ("pathlib", "PosixPath"), ("pathlib", "WindowsPath"), ("pathlib", "PurePosixPath"),
+                    ("pathlib", "PureWindowsPath"), ("pathlib", "Path")}
+
+
+def _is_data_global(module: str, name: str) -> bool:
+    """Whether a pickle's ``module.name`` is a data type (or a helper rebuilding one), not code."""
+    if (module, name) in _REBUILD_HELPERS:
+        return True
+    if module in ("builtins", "__builtin__"):
+        return name in _DATA_BUILTINS
+    if module == "torch._utils" and name.startswith("_rebuild_"):
+        return True
+    data_modules = ("torch", "torch.nn", "torch.optim", "torch.storage", "torch._tensor", "numpy", "numpy.dtypes",
+                    "numpy.core.multiarray", "numpy._core.multiarray", "collections")
+    if not any(module == m or module.startswith(m + ".") for m in data_modules if m not in ("torch", "numpy")) \
+            and module not in data_modules:
+        return False
+    obj = sys.modules.get(module)  # only what is imported already: nothing is imported to check
+    for part in name.split("."):
+        obj = getattr(obj, part, None)
+    return isinstance(obj, type)
+
+
+def pickle_globals(path: PathLike) -> list[tuple[str, str]] | None:
+    """The ``(module, name)`` globals the pickle(s) of a ``.pth`` file would import, read without
+    unpickling (``pickletools``); None when they cannot be told (damaged, or names built at
+    load time).
+
+    Args:
+        path: a ``torch.save`` file (zip archive with ``*/data.pkl``) or a bare pickle.
+    """
+    def scan(data: bytes) -> list[tuple[str, str]] | None:
+        found, complete, recent, memo = [], None, [], {}
+        stream = io.BytesIO(data)
+        try:
+            # a legacy torch file holds several pickles in a row, then raw tensor bytes
+            while stream.tell() < len(data):
+                memo.clear()
+                for op, arg, _ in pickletools.genops(stream):
+                    if op.name in ("GLOBAL", "INST"):
+                        module, _, name = str(arg).partition(" ")
+                        found.append((module, name))
+                    elif op.name == "STACK_GLOBAL":
+                        if len(recent) < 2 or not all(isinstance(v, str) for v in recent[-2:]):
+                            return None
+                        found.append((recent[-2], recent[-1]))
+                    elif op.name in ("EXT1", "EXT2", "EXT4"):
+                        return None
+                    if op.name in ("MEMOIZE",) and recent:
+                        memo[len(memo)] = recent[-1]
+                    elif op.name in ("PUT", "BINPUT", "LONG_BINPUT") and recent:
+                        memo[arg] = recent[-1]
+                    elif op.name in ("GET", "BINGET", "LONG_BINGET"):
+                        recent.append(memo.get(arg))
+                    elif "UNICODE" in op.name or op.name in ("STRING", "BINSTRING", "SHORT_BINSTRING"):
+                        recent.append(arg)
+                    elif op.name not in ("PROTO", "FRAME", "STOP"):
+                        recent.append(None)
+                    del recent[:-2]
+                complete = list(found)
+        except Exception:  # noqa: BLE001 - a damaged stream, or the raw bytes after a legacy file's pickles
+            return complete
+        return complete
+
+    path = Path(path)
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                names = [n for n in archive.namelist() if n.endswith(".pkl")]
+                found = []
+                for n in names:
+                    part = scan(archive.read(n))
+                    if part is None:
+                        return None
+                    found += part
+                return found if names else None
+        return scan(path.read_bytes())
+    except (OSError, zipfile.BadZipFile, RuntimeError):
+        return None
+
+
+def code_globals(path: PathLike) -> list[str] | None:
+    """The globals of :func:`pickle_globals` that are not data types (e.g. ``posix.system``):
+    ``[]`` for a file that holds only data; None when the pickle cannot be read."""
+    found = pickle_globals(path)
+    if found is None:
+        return None
+    return [f"{module}.{name}" for module, name in dict.fromkeys(found) if not _is_data_global(module, name)]
+
+
+def _refusal_advice(path: PathLike) -> str:
+    """What to do with a file the safe loader refused, from what its pickle would import:
+    ``convert-trusted`` only for a file that names nothing but data types."""
+    code = code_globals(path)
+    if code:
+        return (f"it contains code ({', '.join(code[:3])}), and the kit never unpickles code: it must not be "
+                "converted or loaded; delete it and get the file from its source again")
+    if code is None:
+        return ("it may contain code (its contents cannot be checked), and the kit never unpickles code: "
+                "do not convert it; get the file from its source again")
+    return ("it holds only data (torch, numpy or collections types) that the safe loader does not read, and "
+            "the kit never unpickles code. Only if you made it yourself and trust it: "
+            f"python checkpoints.py convert-trusted {path} NEW.pth")
+
+
 def load_state(path: PathLike, what: str = "checkpoint", map_location: str | torch.device = "cpu") -> dict:
     """Read a kit ``.pth`` file safely and check its digest; returns the dict.
 
@@ -245,13 +363,13 @@ def load_state(path: PathLike, what: str = "checkpoint", map_location: str | tor
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        if "GLOBAL" not in str(err):  # a damaged pickle stream, not a refused object
+        code = code_globals(path)
+        if "GLOBAL" not in str(err) and not code:  # a damaged pickle stream, not a refused object
             raise CheckpointError(f"{what} {path} is not a readable PyTorch checkpoint (corrupted: "
                                   f"{_one_line(err)}); use an intact copy") from None
-        raise CheckpointError(
-            f"{what} {path} was refused by the safe loader ({_one_line(err)}): it may contain code, and the kit "
-            f"never unpickles code. Only if you made it yourself and trust it: "
-            f"python checkpoints.py convert-trusted {path} NEW.pth") from None
+        refers = _one_line(err) if "GLOBAL" in str(err) else f"it refers to the Python object {code[0]}"
+        raise CheckpointError(f"{what} {path} was refused by the safe loader ({refers}): "
+                              + _refusal_advice(path)) from None
     except Exception as err:  # noqa: BLE001 - truncated zip, bad header, storage size mismatch, ...
         raise CheckpointError(f"{what} {path} is not a readable PyTorch checkpoint (truncated or corrupted: "
                               f"{_one_line(err)}); use an intact copy") from None
@@ -354,9 +472,10 @@ def load_generator(path: PathLike, device: str | torch.device = "cpu") -> nn.Mod
 
     Raises:
         CheckpointError (a ValueError): no such file (also a ``FileNotFoundError``), not a
-            safe, intact PyTorch file (see ``load_state``), or weights holding NaN/inf.
+            safe, intact PyTorch file (see ``load_state``), weights holding NaN/inf, or an
+            architecture record that is not a kit one or does not fit the weights
+            (:func:`check_generator_record`, checked before anything is built).
         ValueError: not a kit generator checkpoint.
-        RuntimeError: the weights do not fit the recorded architecture.
     """
     checkpoint = load_state(path, what="generator checkpoint")
     if "arch" not in checkpoint or "generator" not in checkpoint:
@@ -366,10 +485,73 @@ def load_generator(path: PathLike, device: str | torch.device = "cpu") -> nn.Mod
             f"'generator' (written by checkpoints.save_generator / solver.py), found {found}. "
             "For a bare state_dict build the network yourself and call load_state_dict.")
     weights = generator_weights(checkpoint)
+    check_generator_record(checkpoint["arch"], weights, f"generator checkpoint {path}")
     check_finite_state(weights, f"generator checkpoint {path}")
     model = models.build_generator(checkpoint["arch"])
     load_weights(model, weights, f"weights in {path}")
     return model.to(device).eval()
+
+
+# Bounds of the integer arguments in a generator file's "arch" record, checked before anything
+# is built: far above any trained network, far below what would exhaust memory.
+ARCH_LIMITS = {"scale": (1, 8), "n_blocks": (1, 256), "channels": (1, 1024), "growth": (1, 1024)}
+
+
+def _is_state_dict(obj: object) -> bool:
+    return isinstance(obj, dict) and all(isinstance(k, str) and torch.is_tensor(v) for k, v in obj.items())
+
+
+def check_generator_record(arch: object, weights: object, what: str) -> None:
+    """Refuse a generator record whose architecture is not a kit one or does not fit its weights.
+
+    Checked before the network is built, so that a crafted record (``n_blocks=2000000``,
+    ``channels=200000``) cannot exhaust memory: the name is one of ``models.GENERATORS``, the
+    arguments are among its constructor's, integers within :data:`ARCH_LIMITS`, and the network
+    they describe (built on the ``meta`` device: no memory) has exactly the weights' names and shapes.
+
+    Args:
+        arch: the ``"arch"`` entry (``{"name": ..., "kwargs": {...}}``).
+        weights: the generator ``state_dict`` stored with it.
+        what: names the file, for the message.
+
+    Raises:
+        CheckpointError: one line naming the file and the first problem.
+    """
+    if not isinstance(arch, dict) or not isinstance(arch.get("name"), str):
+        raise CheckpointError(f"{what}: its 'arch' must be {{'name': ..., 'kwargs': {{...}}}}, got "
+                              f"{type(arch).__name__}; the file was not written by the kit")
+    name, kwargs = arch["name"], arch.get("kwargs", {})
+    if name not in models.GENERATORS:
+        raise CheckpointError(f"{what}: unknown generator architecture {name!r} (known: "
+                              f"{', '.join(sorted(models.GENERATORS))}); the file was not written by the kit")
+    if not isinstance(kwargs, dict):
+        raise CheckpointError(f"{what}: its arch kwargs must be a dict, got {type(kwargs).__name__}")
+    allowed = inspect.signature(models.GENERATORS[name]).parameters
+    for key, value in kwargs.items():
+        if key not in allowed:
+            raise CheckpointError(f"{what}: {name} has no argument {key!r} (it takes "
+                                  f"{', '.join(allowed)}); the file was not written by this kit")
+        low, high = ARCH_LIMITS.get(key, (None, None))
+        if low is not None and (not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high):
+            raise CheckpointError(f"{what}: its arch has {key}={value!r}, outside {low}..{high}; the file is "
+                                  "damaged or was not written by the kit")
+    if not _is_state_dict(weights):
+        raise CheckpointError(f"{what}: its generator weights must be a state_dict (names -> tensors), got "
+                              f"{type(weights).__name__}; the file was not written by the kit")
+    try:
+        with torch.device("meta"):
+            expected = {k: tuple(v.shape) for k, v in models.build_generator(arch).state_dict().items()}
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{what}: its arch {arch} cannot be built ({_one_line(err)})") from None
+    found = {k: tuple(v.shape) for k, v in clean_state_dict(weights).items()}
+    if found != expected:
+        missing = [k for k in expected if k not in found]
+        extra = [k for k in found if k not in expected]
+        shapes = [k for k in expected if k in found and found[k] != expected[k]]
+        why = (f"{shapes[0]} is {list(found[shapes[0]])}, {name} expects {list(expected[shapes[0]])}" if shapes
+               else f"{missing[0]} is missing" if missing else f"{extra[0]} is not one of {name}'s")
+        raise CheckpointError(f"{what}: the weights do not fit {name}({kwargs}): {why}; the file holds another "
+                              "network's weights, or its arch record was changed")
 
 
 def generator_weights(checkpoint: dict) -> dict:
@@ -484,6 +666,7 @@ def read_training_checkpoint(path: PathLike) -> dict:
         CheckpointError: one line naming the file: missing, empty, foreign, corrupted (digest
             mismatch or no digest), unsafe, or an unsupported format version.
         SolverError: unreadable (permissions), or a kit file that is not a training checkpoint.
+        CheckpointError: a part that cannot be restored (:func:`check_training_checkpoint`).
     """
     path = Path(path)
     try:
@@ -502,7 +685,66 @@ def read_training_checkpoint(path: PathLike) -> dict:
                               f"(this solver reads format {CHECKPOINT_FORMAT}); is it a generator file?")
     if not {"stage", "epoch", "generator", "config", "rng"} <= set(ckpt):
         raise SolverError(f"cannot resume from {path}: it is not a training checkpoint of solver.py")
+    check_training_checkpoint(ckpt, path)
     return ckpt
+
+
+def check_training_checkpoint(ckpt: dict, path: PathLike) -> None:
+    """Refuse, before any training, a training checkpoint whose parts cannot be restored.
+
+    The digest proves the file is what was written; this checks that what was written is a
+    resume state: integer counters, a generator record that fits its weights
+    (:func:`check_generator_record`), finite weights in every network, and optimizer, scheduler
+    and scaler states of the form PyTorch saves for every network of the checkpoint's stage
+    (finite too), and RNG states that can be set (tried, then the current ones put back).
+
+    Raises:
+        CheckpointError: one line naming the file and the part that is wrong.
+    """
+    def bad(part: str, why: str) -> CheckpointError:
+        return CheckpointError(f"cannot resume from {path}: its {part} {why}; the file is damaged or was not "
+                               "written by solver.py: restore an intact copy, or start a new run in another folder")
+
+    for key in ("stage", "epoch", "global_step"):
+        value = ckpt.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise bad(key, f"is {value!r}, not a count")
+    if ckpt["stage"] not in (1, 2):
+        raise bad("stage", f"is {ckpt['stage']}, not 1 or 2")
+    if not isinstance(ckpt.get("config"), dict) or not isinstance(ckpt.get("log"), list):
+        raise bad("config or log", "is not a dict / list")
+    check_generator_record(ckpt.get("arch"), ckpt.get("generator"), f"training checkpoint {path}")
+    for key in ("generator", "generator_ema", "discriminator"):
+        state = ckpt.get(key)
+        if state is None and key != "generator":
+            continue
+        if not _is_state_dict(state):
+            raise bad(key, f"is a {type(state).__name__}, not a state_dict")
+        check_finite_state(state, f"training checkpoint {path} ({key})")
+    for name in ("g", "d") if ckpt["stage"] == 2 else ("g",):
+        optimizer = ckpt.get(f"optimizer_{name}")
+        if not (isinstance(optimizer, dict) and isinstance(optimizer.get("state"), dict)
+                and isinstance(optimizer.get("param_groups"), list)
+                and all(isinstance(g, dict) and isinstance(g.get("params"), list) for g in optimizer["param_groups"])
+                and all(isinstance(s, dict) for s in optimizer["state"].values())):
+            raise bad(f"optimizer_{name}", f"({type(optimizer).__name__}) is not an optimizer state")
+        for values in optimizer["state"].values():
+            if any(torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all()
+                   for v in values.values()):
+                raise bad(f"optimizer_{name}", "holds NaN/inf values (the run diverged)")
+        if not isinstance(ckpt.get(f"scheduler_{name}"), dict):
+            raise bad(f"scheduler_{name}", f"({type(ckpt.get(f'scheduler_{name}')).__name__}) is not a scheduler state")
+        if not isinstance(ckpt.get(f"scaler_{name}"), (dict, type(None))):
+            raise bad(f"scaler_{name}", "is not a GradScaler state")
+    if ckpt["stage"] == 2 and ckpt.get("discriminator") is None:
+        raise bad("discriminator", "is missing (a stage-2 checkpoint has one)")
+    current = rng_state()
+    try:
+        set_rng_state(ckpt["rng"])
+    except Exception as err:  # noqa: BLE001 - whatever a malformed state makes the setters raise
+        raise bad("RNG state", f"cannot be restored ({type(err).__name__}: {_one_line(err)})") from None
+    finally:
+        set_rng_state(current)
 
 
 # The config entry holding each optimizer's learning rate, per (stage, network).
@@ -735,6 +977,9 @@ def convert_trusted(src: PathLike, dst: PathLike) -> Path:
 
     Raises:
         FileNotFoundError: no ``src``. FileExistsError: ``dst`` exists.
+        ValueError: ``src`` is empty or unreadable, or its pickle names code (anything but the
+            data types of torch, numpy, collections and plain Python, see :func:`code_globals`):
+            converting would run it.
         TypeError: ``src`` holds an object with no plain-data form.
     """
     src, dst = Path(src), Path(dst)
@@ -742,6 +987,15 @@ def convert_trusted(src: PathLike, dst: PathLike) -> Path:
         raise FileNotFoundError(f"no file at {src}")
     if dst.exists():
         raise FileExistsError(f"{dst} exists: choose a new file name (nothing is overwritten)")
+    if src.stat().st_size == 0:
+        raise ValueError(f"{src} is empty (0 bytes), e.g. a save or copy that did not finish: there is nothing "
+                         "to convert; use an intact copy")
+    code = code_globals(src)
+    if code is None:
+        raise ValueError(f"{src} cannot be checked (not a readable PyTorch file or pickle): it is not converted")
+    if code:
+        raise ValueError(f"{src} contains code ({', '.join(code[:3])}): it must not be converted (converting "
+                         "would run it); delete it and get the file from its source again")
     obj = _plain_state(torch.load(src, map_location="cpu", weights_only=False))
     if not isinstance(obj, dict):
         obj = {"state": obj}
@@ -759,7 +1013,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         out = convert_trusted(args.src, args.dst)
-    except (OSError, TypeError, ValueError, RuntimeError, pickle.UnpicklingError) as err:
+    except (OSError, TypeError, ValueError, RuntimeError, EOFError, pickle.UnpicklingError) as err:
         print(f"error: {str(err).splitlines()[0] if str(err) else type(err).__name__}", file=sys.stderr)
         return 1
     print(f"wrote {out}")

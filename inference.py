@@ -9,8 +9,10 @@
 from __future__ import annotations
 
 import contextlib
+import math
+import os
 import time
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -19,6 +21,12 @@ from tqdm.auto import tqdm
 from imresize import imresize
 from metrics import calculate_psnr, calculate_sharpness, calculate_ssim, niqe_or_nan
 from utils import img2tensor, tensor2img
+
+try:
+    import resource  # the address-space limit (POSIX)
+except ImportError:  # Windows
+    resource = None
+
 
 def model_scale(model: torch.nn.Module) -> int:
     """The integer ``scale`` attribute of a network (looking inside DataParallel/DDP wrappers)."""
@@ -74,6 +82,104 @@ def cpu_has_native_bf16() -> bool:
     return any(bool(check()) for check in checks if check is not None)
 
 
+# Tiles chosen from the free memory (super_resolve with tile=None).
+AUTO_TILE_MIN = 8  # smallest LR tile core tried before giving up (with tile_overlap context around it)
+_MEMORY_SHARE = 0.5  # share of the free memory one image may take (the rest: other programs, estimate error)
+
+
+def free_memory(device: str | torch.device = "cpu") -> int | None:
+    """Bytes this process can still allocate on ``device``, or None when it cannot be told.
+
+    CUDA: ``torch.cuda.mem_get_info``. CPU: the smallest of the system's available memory
+    (``MemAvailable``), the address-space limit (``ulimit -v``) minus what the process already
+    maps, and the container's (cgroup) limit minus its use.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    if device.type != "cpu":
+        return None
+    room = []
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        with open("/proc/meminfo") as f:
+            room += [int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:")]
+    if resource is not None:
+        limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+        if limit != resource.RLIM_INFINITY:
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                with open("/proc/self/status") as f:
+                    room += [limit - int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize:")]
+    for limit_file, usage_file in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                                   ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                                    "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        with contextlib.suppress(OSError, ValueError):
+            with open(limit_file) as f:
+                limit = f.read().strip()
+            if limit != "max" and int(limit) < 1 << 60:
+                with open(usage_file) as f:
+                    room.append(int(limit) - int(f.read().strip()))
+    if not room:
+        with contextlib.suppress(AttributeError, ValueError, OSError):
+            room.append(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    return max(0, min(room)) if room else None
+
+
+def _bytes_per_lr_pixel(model: torch.nn.Module, run: Callable[[np.ndarray], np.ndarray], scale: int) -> float:
+    """Working memory of ``run`` per LR pixel, from the tensors of a 16x16 probe.
+
+    Every module's input and output are alive together while it runs; the largest such pair
+    (x2 for the convolution's buffers and the allocator), plus the float output and its
+    conversion to ``uint8``, bounds the memory of an image of any size, since every tensor
+    of these networks grows with the pixel count.
+    """
+    size = 16
+    peak = [0]
+
+    def hook(module, inputs, output):
+        tensors = [t for t in (*inputs, output) if isinstance(t, torch.Tensor)]
+        peak[0] = max(peak[0], sum(t.numel() * t.element_size() for t in tensors))
+
+    handles = [m.register_forward_hook(hook) for m in model.modules()]
+    try:
+        run(np.zeros((size, size, 3), dtype=np.uint8))
+    finally:
+        for handle in handles:
+            handle.remove()
+    # 3 float copies of the output (clamp, scale, round in tensor2img) and the uint8 result
+    return (2 * peak[0] + 3 * 3 * 4 * scale * scale + 3 * scale * scale) / (size * size)
+
+
+def _is_out_of_memory(err: BaseException) -> bool:
+    """An allocator failure (CPU or GPU), as opposed to any other error."""
+    text = str(err).lower()  # oneDNN says "could not create a primitive" when its buffers do not fit
+    return isinstance(err, (MemoryError, getattr(torch, "OutOfMemoryError", MemoryError))) or any(
+        words in text for words in ("out of memory", "can't allocate memory", "cannot allocate memory",
+                                    "could not create a primitive"))
+
+
+def _auto_tile(h: int, w: int, scale: int, overlap: int, per_pixel: float, free: int | None) -> int | None:
+    """The LR tile for a ``h x w`` image: None (the whole image) when it fits in the free memory's
+    share, else the largest core whose tile (core plus ``overlap`` on each side) fits.
+
+    Raises:
+        MemoryError: not even a tile of :data:`AUTO_TILE_MIN` fits (one line, with the sizes).
+    """
+    if free is None:
+        return None
+    budget = _MEMORY_SHARE * free - scale * scale * h * w * 3  # the uint8 result is held whole
+    if per_pixel * h * w <= budget:
+        return None
+    side = int(math.sqrt(max(budget, 0) / per_pixel))
+    tile = min(side - 2 * overlap, max(h, w))
+    if tile < AUTO_TILE_MIN:
+        need = per_pixel * (AUTO_TILE_MIN + 2 * overlap) ** 2 / _MEMORY_SHARE + scale * scale * h * w * 3
+        raise MemoryError(
+            f"super_resolve: not even one {AUTO_TILE_MIN}x{AUTO_TILE_MIN} tile of this {w}x{h} image (with "
+            f"{overlap} px of context) fits in the free memory ({free / 2**20:.0f} MB free, about "
+            f"{need / 2**20:.0f} MB needed): close other programs, or run on a smaller image")
+    return tile
+
+
 def super_resolve(
     model: torch.nn.Module,
     lr: np.ndarray,
@@ -117,7 +223,9 @@ def super_resolve(
         model: network mapping ``float32`` ``Nx3xhxw`` in [0, 1] to
             ``Nx3x(scale*h)x(scale*w)``, with an integer attribute ``scale``.
         lr: ``uint8`` ``HxWx3`` RGB, or ``HxW`` grayscale.
-        tile: LR tile size in pixels (>= 1), or None to run the whole image at once.
+        tile: LR tile size in pixels (>= 1), or None: the whole image at once when it fits in
+            half the free memory (:func:`free_memory`), else tiles chosen to fit (the result is
+            the same, see above).
         tile_overlap: LR context pixels added on each side of a tile (>= 0).
         device: where to run; default the model's parameters' device.
         precision: ``"fp32"`` or ``"bf16"`` (see above).
@@ -133,6 +241,8 @@ def super_resolve(
             ``tile_overlap`` or ``precision`` (or bf16 on a device other than CUDA or a
             CPU with native bf16);
             model without ``scale`` or whose output size does not match ``scale``.
+        MemoryError: with ``tile=None``, not even a small tile fits in the free memory; with a
+            ``tile``, that tile does not fit (one line each, with the sizes).
     """
     _check_lr(lr, "super_resolve")
     scale = model_scale(model)
@@ -180,25 +290,54 @@ def super_resolve(
             )
         return tensor2img(out)
 
+    def tiled(tile: int | None) -> np.ndarray:
+        if tile is None or (tile >= h and tile >= w):
+            return run(rgb)
+        sr = np.empty((scale * h, scale * w, 3), dtype=np.uint8)
+        cores = [(y, x) for y in range(0, h, tile) for x in range(0, w, tile)]
+        for y0, x0 in tqdm(cores, desc="tiles", leave=False, unit="tile"):
+            y1, x1 = min(y0 + tile, h), min(x0 + tile, w)
+            # Context around the core, clipped at the image border (where the
+            # network zero-pads exactly as it does on the whole image).
+            py0, px0 = max(y0 - tile_overlap, 0), max(x0 - tile_overlap, 0)
+            py1, px1 = min(y1 + tile_overlap, h), min(x1 + tile_overlap, w)
+            out = run(rgb[py0:py1, px0:px1])
+            oy, ox = scale * (y0 - py0), scale * (x0 - px0)
+            sr[scale * y0:scale * y1, scale * x0:scale * x1] = \
+                out[oy:oy + scale * (y1 - y0), ox:ox + scale * (x1 - x0)]
+        return sr
+
     was_training = model.training
     model.eval()
     try:
         with torch.inference_mode(), _exact_fp32(), autocast:
-            if tile is None or (tile >= h and tile >= w):
-                sr = run(rgb)
-            else:
-                sr = np.empty((scale * h, scale * w, 3), dtype=np.uint8)
-                cores = [(y, x) for y in range(0, h, tile) for x in range(0, w, tile)]
-                for y0, x0 in tqdm(cores, desc="tiles", leave=False, unit="tile"):
-                    y1, x1 = min(y0 + tile, h), min(x0 + tile, w)
-                    # Context around the core, clipped at the image border (where the
-                    # network zero-pads exactly as it does on the whole image).
-                    py0, px0 = max(y0 - tile_overlap, 0), max(x0 - tile_overlap, 0)
-                    py1, px1 = min(y1 + tile_overlap, h), min(x1 + tile_overlap, w)
-                    out = run(rgb[py0:py1, px0:px1])
-                    oy, ox = scale * (y0 - py0), scale * (x0 - px0)
-                    sr[scale * y0:scale * y1, scale * x0:scale * x1] = \
-                        out[oy:oy + scale * (y1 - y0), ox:ox + scale * (x1 - x0)]
+            auto = tile is None
+            if auto:  # the whole image if it fits, else tiles that do (the same result)
+                tile = _auto_tile(h, w, scale, tile_overlap, _bytes_per_lr_pixel(model, run, scale),
+                                  free_memory(device))
+            while True:
+                try:
+                    sr = tiled(tile)
+                    break
+                except (RuntimeError, MemoryError) as err:
+                    if not _is_out_of_memory(err):
+                        raise
+                    if device.type == "cuda":
+                        torch.cuda.empty_cache()
+                    free = free_memory(device)
+                    free_text = "" if free is None else f" ({free / 2**20:.0f} MB free)"
+                    if not auto:
+                        raise MemoryError(
+                            f"super_resolve: a {min(tile, h)}x{min(tile, w)} tile of this {w}x{h} image does not "
+                            f"fit in the free memory{free_text}: pass a smaller tile, or tile=None to choose "
+                            f"one from the free memory") from None
+                    smaller = min(tile or max(h, w), max(h, w)) // 2  # the estimate was short: halve it
+                    if smaller < AUTO_TILE_MIN:
+                        raise MemoryError(
+                            f"super_resolve: not even one {AUTO_TILE_MIN}x{AUTO_TILE_MIN} tile of this {w}x{h} "
+                            f"image fits in the free memory{free_text}: close other programs, or run on a "
+                            f"smaller image ({' '.join(str(err).split())[:200]})") from None
+                    tile = smaller
     finally:
         model.train(was_training)
 

@@ -416,9 +416,14 @@ def sr_filename(image: str, label: str, scale: int) -> str:
     """File name of an SR result: ``sr_filename("baby", "SRGAN", 4)`` -> ``"baby_srgan_x4.png"``.
 
     The method label is lower-cased and each run of characters other than letters and digits becomes ``-``.
+    The image name (from a data list, which anyone can write) is reduced to a plain file name: its
+    last path component, each run of characters other than letters, digits, ``.``, ``_`` and ``-``
+    made ``-``, without leading dots (``"../../x/img"`` -> ``"img"``; nothing left: ``"image"``).
     """
     method = re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-") or "model"
-    return f"{image}_{method}_x{scale}.png"
+    base = re.split(r"[/\\]", image)[-1]
+    base = re.sub(r"[^A-Za-z0-9._-]+", "-", base).lstrip(".-") or "image"
+    return f"{base}_{method}_x{scale}.png"
 
 
 def save_sr_set(dataset, models: dict[str, torch.nn.Module | None], out_dir: PathLike, scale: int,
@@ -444,8 +449,9 @@ def save_sr_set(dataset, models: dict[str, torch.nn.Module | None], out_dir: Pat
         ``{image name: {label: uint8 SR image}}`` in set order (e.g. for a contact sheet).
 
     Raises:
-        ValueError: a network of another scale, duplicate image names or labels, or
-            ``out_dir`` is an existing file. Read errors of the set's files propagate.
+        ValueError: a network of another scale, duplicate image names or labels (also names that
+            give the same file name, e.g. ``a/x`` and ``b/x``), or ``out_dir`` is an existing
+            file. Read errors of the set's files propagate.
     """
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
@@ -467,7 +473,11 @@ def save_sr_set(dataset, models: dict[str, torch.nn.Module | None], out_dir: Pat
             else super_resolve(model, item["lr"], tile=tile, device=device)
             for label, model in models.items()
         }
-    for name, results in outputs.items():
-        for label, sr in results.items():
-            save_image(sr, out_dir / sr_filename(name, label, scale))
+    files = [(out_dir / sr_filename(name, label, scale), sr) for name, results in outputs.items()
+             for label, sr in results.items()]
+    if len({path for path, _ in files}) != len(files):
+        raise ValueError(f"image names {list(outputs)} give the same file names once made plain file names; "
+                         "use distinct image names")
+    for path, sr in files:  # plain file names: every output lands in out_dir
+        save_image(sr, path)
     return outputs

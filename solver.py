@@ -651,8 +651,12 @@ def main(argv: list[str] | None = None) -> int:
         config = config_from_args(args)
         result = train(config)
     except KeyboardInterrupt:
-        where = Path(config.out) / "checkpoint.pth" if config is not None else "the run folder"
-        print(f"\ninterrupted: the last complete epoch is in {where}; continue with --resume", file=sys.stderr)
+        where = Path(config.out) / "checkpoint.pth" if config is not None else None
+        if where is not None and where.is_file():
+            print(f"\ninterrupted: the last complete epoch is in {where}; continue with --resume", file=sys.stderr)
+        else:  # stopped before the first checkpoint: the run removed what it had written
+            print("\ninterrupted before the first epoch was complete: nothing was saved; run the same command "
+                  "again to start over", file=sys.stderr)
         return 130
     except NonFiniteLossError as err:
         print(f"\nerror: {err}", file=sys.stderr)

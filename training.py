@@ -27,6 +27,7 @@ import json
 import math
 import os
 import random
+import re
 import shutil
 import subprocess
 import tempfile
@@ -49,7 +50,7 @@ from tqdm.auto import tqdm
 import checkpoints
 import models
 from checkpoints import SolverError, to_plain
-from create_data_lists import load_data_list
+from create_data_lists import how_to_make_list, load_data_list
 from datasets import EvalDataset, TrainDataset
 from inference import cpu_has_native_bf16, evaluate, super_resolve
 from losses import ContentLoss, random_translate
@@ -460,25 +461,28 @@ def start_run(config: EasyDict) -> Iterator[Run]:
 def open_datasets(config: EasyDict, is_main: bool = True) -> tuple[TrainDataset, EvalDataset | None]:
     """The training set and (on the main process) the validation set, after checking both lists.
 
-    Raises ``FileNotFoundError`` / ``ValueError`` with one line when a list is missing, does
-    not parse, or was made for another scale than the model's.
+    Raises ``FileNotFoundError`` / ``ValueError`` with one line when a list is missing (naming
+    the command that makes it), does not parse, names an image file that is not there (every
+    file of both lists is checked here, before any training), or was made for another scale
+    than the model's.
     """
     lists = [("training", config.data.train_list)]
     if is_main and config.data.val_list:
         lists.append(("validation", config.data.val_list))
     for role, path in lists:
+        other = ", pass --val-list LIST, or --val-list none" if role == "validation" else ", or pass --train-list LIST"
         try:
-            scale = load_data_list(path)["scale"]
+            data = load_data_list(path)
         except FileNotFoundError:
-            if config.profile == "quick" and Path(path).name in ("train.json", "sample-test.json"):
-                how = "make it with `python create_data_lists.py --sample`"
-            elif Path(path).name == "train.json":
-                how = ("make it with `python create_data_lists.py --download div2k` (the paper's data; for a "
-                       "few-minute run: `python create_data_lists.py --sample` and --profile quick)")
-            else:
-                how = "make it with `python create_data_lists.py` (README, Real data)"
-            other = ", pass --val-list LIST, or --val-list none" if role == "validation" else ", or pass --train-list LIST"
+            how = how_to_make_list(path, quick=config.profile == "quick")
             raise FileNotFoundError(f"{role} data list not found: {path}: {how}{other}") from None
+        scale = data["scale"]
+        missing = [p for item in data["images"] for p in (item["hr"], item["lr"])
+                   if p is not None and not os.path.isfile(p)]
+        if missing:
+            raise FileNotFoundError(
+                f"{role} list {path} names {len(missing)} image file(s) that are not there (first: {missing[0]}): "
+                f"the images moved or were deleted; make the list again with create_data_lists.py{other}")
         if scale != config.scale:
             raise ValueError(
                 f"{role} list {path} is for x{scale}, but the model is x{config.scale}: train with --scale {scale}, "
@@ -596,8 +600,8 @@ def build_content_loss(run: Run) -> ContentLoss:
         content = ContentLoss(cfg2.content_loss, vgg_before_activation=cfg2.vgg_before_activation,
                               vgg_criterion=cfg2.vgg_criterion, vgg_feature_scale=cfg2.vgg_feature_scale,
                               vgg_weights=run.config.vgg.weights, vgg_random_init=run.config.vgg.random_init)
-    except (RuntimeError, FileNotFoundError) as err:
-        if "VGG19" not in str(err):
+    except (RuntimeError, OSError, ValueError) as err:
+        if not re.search(r"VGG(16|19)", str(err)):
             raise
         raise SolverError(" ".join(str(err).split())) from None
     return _place(run, content)

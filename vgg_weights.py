@@ -63,24 +63,37 @@ def missing_vgg_message(tried: list[str], arch: str = "vgg19") -> str:
             f"{cls}(weights=...), i.e. the training config's vgg.weights (--vgg-weights)")
 
 
+def _read_vgg_file(path: Path, arch: str) -> dict:
+    """``torch.load(path, weights_only=True)`` with every way the file can be unusable (code in
+    its pickle, text, truncated, empty) turned into one ``ValueError`` line naming it."""
+    official, filename = vgg_source(arch)[1:]
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - UnpicklingError, RuntimeError (bad zip), EOFError, ...
+        reason = " ".join(str(err).split())[:160] or type(err).__name__
+        raise ValueError(f"{arch.upper()} weights file {path} is not readable weights ({type(err).__name__}: "
+                         f"{reason}); the kit never unpickles code: use torchvision's {filename} from "
+                         f"{official}") from None
+
+
 def load_vgg_weights(weights: PathLike | None, arch: str = "vgg19") -> dict:
     """Find the ``arch`` state_dict: explicit path, then torch hub cache, then download.
 
-    Raises ``FileNotFoundError`` for a missing explicit path and ``RuntimeError`` (one line,
-    saying how to supply the file) when neither the cache nor a download has it; never
-    falls back to anything else.
+    Raises ``FileNotFoundError`` for a missing explicit path, ``ValueError`` (one line) for a
+    file that is not readable weights, and ``RuntimeError`` (one line, saying how to supply
+    the file) when neither the cache nor a download has it; never falls back to anything else.
     """
     url, _, filename = vgg_source(arch)
     if weights is not None:
         path = Path(weights)
         if not path.is_file():
             raise FileNotFoundError(f"{arch.upper()} weights file not found: {path} (download it from {url})")
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return _read_vgg_file(path, arch)
     tried = []
     model_dir = Path(torch.hub.get_dir()) / "checkpoints"
     cached = model_dir / filename
     if cached.is_file():
-        return torch.load(cached, map_location="cpu", weights_only=True)
+        return _read_vgg_file(cached, arch)
     tried.append(f"not in the torch hub cache {cached}")
     try:
         # check_hash verifies the sha256 prefix in the file name (dcbb9e9d, 397923af) after download
