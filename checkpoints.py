@@ -46,6 +46,7 @@ import errno
 import hashlib
 import inspect
 import io
+import json
 import os
 import pickle
 import pickletools
@@ -427,6 +428,12 @@ def to_plain(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return [to_plain(v) for v in obj]
     return obj
+
+
+def config_json(config: dict) -> str:
+    """A training configuration as JSON text: what ``python solver.py ... --show-config`` prints and
+    a run's ``config.json`` holds (there with the run's ``runtime`` entry)."""
+    return json.dumps(to_plain(config), indent=2)
 
 
 # =====================================================================================

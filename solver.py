@@ -54,7 +54,8 @@ import torch
 import torch.nn as nn
 from easydict import EasyDict
 
-from checkpoints import SolverError, read_training_checkpoint, to_plain
+import models
+from checkpoints import SolverError, config_json, read_training_checkpoint, to_plain
 from losses import CONTENT_LOSSES, GAN_TYPES, TV_TYPES, d_probabilities, gan_d_loss, gan_g_loss, \
     pixel_loss, tv_loss
 from training import (DiscriminatorInput, NonFiniteLossError, build_content_loss, end_epoch, finish_run,
@@ -246,8 +247,24 @@ def train(config: EasyDict) -> dict:
 # 3. Configuration
 # =====================================================================================
 
-# Every key of the configuration, with the paper's ("full" profile) values. Presets and
-# profiles only override some of them; `make_config` refuses unknown keys (typos).
+# The configuration is built in this one place, by `make_config`, in this order (later wins):
+#
+#     BASE_CONFIG  <  PROFILES[profile]  <  PRESETS[preset]  <  overrides (arguments, --set, CLI options)
+#
+# * A preset defines the recipe: architecture and network size, losses and loss weights, learning
+#   rates and schedule, crop size. Whatever it sets is used, whatever the profile.
+# * A profile sets the length and sizing a preset leaves open: epochs, images, batch, workers,
+#   validation size, the network size of presets that name none, the speed settings.
+# * A profile that must change a value the preset sets lists it under "force"; such values are
+#   applied after the preset and reported in the resolved config under "profile_forced".
+#
+# `python solver.py ... --show-config` prints the resolved configuration (JSON) and exits; every
+# run saves the same JSON (plus "runtime": device, steps per epoch, ...) as <out>/config.json.
+# A new architecture: a class and one registry entry in models.py (GENERATORS / DISCRIMINATORS);
+# the config names it in model.generator / model.discriminator.
+
+# Every key of the configuration, with the paper's ("full" profile) values. Profiles and
+# presets only override some of them; `make_config` refuses unknown keys (typos).
 BASE_CONFIG: dict[str, Any] = {
     "preset": "srgan-vgg54",
     "profile": "full",
@@ -333,6 +350,8 @@ BASE_CONFIG: dict[str, Any] = {
     "log_every": 10,             # progress-bar refresh (and NaN check on CUDA) every N steps
     "keep_generators": False,    # also keep every epoch's generator (a few MB each) in <out>/generators/,
                                  # for picking an epoch or network interpolation afterwards
+    "profile_forced": {},        # set by make_config: {key: {"preset": value, "profile": value}} for each
+                                 # value the profile had to change in the preset (see the rule above)
 }
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -389,13 +408,18 @@ PROFILES: dict[str, dict[str, Any]] = {
     # The papers' schedules (see BASE_CONFIG / PRESETS).
     "full": {},
     # A few minutes on a laptop CPU with the scikit-image sample photos
-    # (`python create_data_lists.py --sample`). Smaller networks: SRResNet 4 blocks x 32
-    # channels, discriminator 32 channels / fc 256, RRDBNet 2 blocks x 32 channels.
+    # (`python create_data_lists.py --sample`), for presets that keep the SRResNet and the SRGAN
+    # discriminator: SRResNet 4 blocks x 32 channels, discriminator 32 channels / fc 256, 48x48
+    # HR patches. A preset that sets its own network or crop (esrgan, srgan-lab) keeps them:
+    # the run is then as short, but each step as slow as the recipe's.
     "quick": {
         "data": {"train_list": "data/lists/train.json", "val_list": "data/lists/sample-test.json",
                  "patch_size": 48, "patches_per_image": 32, "batch_size": 8, "workers": 0,
                  "cache_mb": 256, "val_max_images": 3, "n_samples": 2},
+        "model": {"generator": {"kwargs": {"scale": 4, "n_blocks": 4, "channels": 32}},
+                  "discriminator": {"kwargs": {"channels": 32, "fc_size": 256}}},
         # 10 x 20 steps at a higher lr than the paper's 1e-4, to get somewhere in ~200 steps
+        # (a preset with its own stage-1 lr, esrgan, keeps it)
         "stage1": {"epochs": 10, "lr": 5e-4},
         "stage2": {"epochs": 5},
         # No compiling (it takes longer than the whole quick run). One thread: these tiny
@@ -403,15 +427,8 @@ PROFILES: dict[str, dict[str, Any]] = {
         # several OpenMP threads can make each step 10x slower (measured on 2 cores).
         "speed": {"compile": False, "threads": 1},
         "log_every": 5,
+        "force": {},  # values this profile must change even where the preset sets them: none
     },
-}
-
-# Network sizes of the quick profile, by generator / discriminator name.
-_QUICK_MODELS = {
-    "SRResNet": {"n_blocks": 4, "channels": 32},
-    "RRDBNet": {"n_blocks": 2, "channels": 32, "growth": 16},
-    "Discriminator": {"channels": 32, "fc_size": 256},
-    "VGGStyleDiscriminator": {},
 }
 
 
@@ -447,20 +464,37 @@ def make_config(preset: str = "srgan-vgg54", profile: str = "full", **overrides:
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; choose one of {sorted(PROFILES)}")
     config = copy.deepcopy(BASE_CONFIG)
-    _deep_update(config, PRESETS[preset])
-    _deep_update(config, PROFILES[profile])
-    for stage in ("stage1", "stage2"):
-        if PRESETS[preset].get(stage, {}).get("epochs") == 0:
-            config[stage]["epochs"] = 0  # single-stage preset, whatever the profile's schedule
-    if profile == "quick":
-        for part in ("generator", "discriminator"):
-            arch = config["model"][part]
-            arch["kwargs"].update(_QUICK_MODELS.get(arch["name"], {}))
-    config["preset"], config["profile"] = preset, profile
+    profile_values = {k: v for k, v in PROFILES[profile].items() if k != "force"}
+    _deep_update(config, profile_values)       # length and sizing ...
+    _deep_update(config, PRESETS[preset])      # ... under the recipe, which wins where both set a value
+    forced = {}
+    for key, value in _flatten(PROFILES[profile].get("force", {})).items():
+        recipe = _get(config, key)
+        if recipe != value:
+            forced[key] = {"preset": copy.deepcopy(recipe), "profile": copy.deepcopy(value)}
+            _apply_overrides(config, {key: value})
+    config["preset"], config["profile"], config["profile_forced"] = preset, profile, forced
     _apply_overrides(config, overrides)
     if config["out"] is None:
         config["out"] = f"runs/{preset}-{profile}"
     return EasyDict(config)
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (``kwargs`` dicts stay whole: they replace, not merge)."""
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value and key != "kwargs":
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _get(config: dict, dotted: str) -> Any:
+    for part in dotted.split("."):
+        config = config[part]
+    return config
 
 
 def _apply_overrides(config: dict, overrides: dict[str, Any]) -> None:
@@ -493,16 +527,6 @@ def _apply_overrides(config: dict, overrides: dict[str, Any]) -> None:
                          "set only `scale` (--scale): the generator follows it")
 
 
-def _check_scale(config: EasyDict) -> None:
-    """Raise ``ValueError`` when ``config.scale`` is not the generator's scale or not supported."""
-    scale, kw_scale = config.scale, config.model.generator.kwargs.get("scale")
-    if not isinstance(scale, int) or isinstance(scale, bool) or scale < 2:
-        raise ValueError(f"config scale must be an integer >= 2, got {scale!r}")
-    if kw_scale is not None and kw_scale != scale:
-        raise ValueError(f"config scale {scale} and model.generator.kwargs.scale {kw_scale} differ; "
-                         "set only `scale` (--scale): the generator follows it")
-
-
 def config_from_checkpoint(path: str | os.PathLike, **overrides: Any) -> EasyDict:
     """The configuration saved in a training checkpoint, with ``overrides`` applied on top.
 
@@ -528,6 +552,8 @@ def check_config(config: EasyDict) -> None:
         "stage2.vgg_criterion": (config.stage2.vgg_criterion, ("mse", "l1")),
         "speed.amp": (config.speed.amp, ("auto", "bf16", "fp16", "off")),
         "speed.compile": (config.speed.compile, (True, False, "auto")),
+        "model.generator.name": (config.model.generator.name, tuple(models.GENERATORS)),
+        "model.discriminator.name": (config.model.discriminator.name, tuple(models.DISCRIMINATORS)),
     }
     for key, (value, allowed) in choices.items():
         if value not in allowed:
@@ -543,7 +569,12 @@ def check_config(config: EasyDict) -> None:
         value = config[stage][name]
         if value is not None and (not isinstance(value, int) or value < 0):
             raise ValueError(f"config {key} must be None or an integer >= 0, got {value!r}")
-    _check_scale(config)
+    scale, kw_scale = config.scale, config.model.generator.kwargs.get("scale")
+    if not isinstance(scale, int) or isinstance(scale, bool) or scale < 2:
+        raise ValueError(f"config scale must be an integer >= 2, got {scale!r}")
+    if kw_scale is not None and kw_scale != scale:
+        raise ValueError(f"config scale {scale} and model.generator.kwargs.scale {kw_scale} differ; "
+                         "set only `scale` (--scale): the generator follows it")
 
 
 # =====================================================================================
@@ -599,6 +630,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="keep every epoch's generator in <out>/generators/ (a few MB each)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="any other setting, dotted key and JSON value, e.g. stage2.tv_weight=2e-8")
+    p.add_argument("--show-config", action="store_true", dest="show_config",
+                   help="print the resolved configuration (JSON, as the run's config.json) and exit; "
+                        "nothing is created")
     for action in p._actions:  # readable metavars for the dotted destinations
         if "." in action.dest and action.metavar is None and action.nargs != 0 and not action.choices:
             action.metavar = action.dest.rsplit(".", 1)[1].upper()
@@ -608,7 +642,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def config_from_args(args: argparse.Namespace) -> EasyDict:
     """The run's configuration from parsed arguments (the saved one, with ``--resume``)."""
     overrides: dict[str, Any] = {}
-    skip = {"preset", "profile", "resume", "epochs", "lr", "set"}
+    skip = {"preset", "profile", "resume", "epochs", "lr", "set", "show_config"}
     for key, value in vars(args).items():
         if key not in skip and value is not None:
             overrides[key] = value
@@ -649,6 +683,10 @@ def main(argv: list[str] | None = None) -> int:
     config = None
     try:
         config = config_from_args(args)
+        if args.show_config:
+            check_config(config)
+            print(config_json(config))
+            return 0
         result = train(config)
     except KeyboardInterrupt:
         where = Path(config.out) / "checkpoint.pth" if config is not None else None

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import json
 import math
 import os
 import random
@@ -542,8 +541,7 @@ def _prepare_run(config: EasyDict, train_set: TrainDataset, eval_set: EvalDatase
         with checkpoints.disk_errors(out):
             removed = remove_stale_temps(out)  # what a killed run's interrupted writes left
             (out / "samples").mkdir(exist_ok=True)
-            atomic_write(out / "config.json",
-                         lambda tmp: Path(tmp).write_text(json.dumps(to_plain(config), indent=2)))
+            atomic_write(out / "config.json", lambda tmp: Path(tmp).write_text(checkpoints.config_json(config)))
         if removed:
             print(f"removed {len(removed)} temporary file(s) left by an interrupted run", flush=True)
 
@@ -607,6 +605,12 @@ def build_content_loss(run: Run) -> ContentLoss:
     return _place(run, content)
 
 
+def adam_options(device: torch.device) -> dict[str, bool]:
+    """Adam's implementation for ``device``: one multi-tensor kernel per update (``foreach``)
+    on the CPU, the fused kernel on CUDA. ``benchmarks/bench_train.py`` times the same."""
+    return {"foreach": True} if device.type == "cpu" else {"fused": True}
+
+
 def make_optimizer(run: Run, net: nn.Module, lr: float, betas: list[float], cfg_stage: EasyDict,
                    epochs: int) -> tuple[torch.optim.Adam, torch.optim.lr_scheduler.MultiStepLR]:
     """Adam for ``net`` and its ``MultiStepLR`` over the stage's ``epochs * steps_per_epoch`` steps.
@@ -614,8 +618,7 @@ def make_optimizer(run: Run, net: nn.Module, lr: float, betas: list[float], cfg_
     ``cfg_stage.lr_milestones`` (fractions of the stage) and ``lr_gamma`` set the schedule.
     Returns ``(optimizer, scheduler)``.
     """
-    kw = {"foreach": True} if run.device.type == "cpu" else {"fused": True}
-    optimizer = torch.optim.Adam(net.parameters(), lr=lr, betas=tuple(betas), **kw)
+    optimizer = torch.optim.Adam(net.parameters(), lr=lr, betas=tuple(betas), **adam_options(run.device))
     scheduler = torch.optim.lr_scheduler.MultiStepLR(
         optimizer, _milestones(cfg_stage.lr_milestones, epochs * run.steps_per_epoch), gamma=cfg_stage.lr_gamma)
     return optimizer, scheduler
