@@ -10,9 +10,16 @@ The template has two kinds of marked places:
   notebook again updates the block.
 
 ``check_submission.py`` uses :func:`report_problems` to refuse a report that is not filled.
+``test.ipynb`` scores every generator :func:`find_generators` finds (the files in
+``checkpoints/`` and both stages of every run folder under ``runs/``) and keeps, with
+:func:`merge_earlier`, the rows of methods scored by an earlier run of the notebook, so a second
+run never drops a row from the report's tables. Names in the tables go through :func:`md_escape`.
 """
 from __future__ import annotations
 
+import csv
+import html
+import math
 import re
 import sys
 from pathlib import Path
@@ -21,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script or imported from a notebook in the kit's root
     sys.path.insert(0, str(REPO))
 
-from utils import atomic_write  # noqa: E402
+from utils import CheckpointError, atomic_write, load_state  # noqa: E402
 
 TEMPLATE = REPO / "course" / "report_template.md"
 AUTO_BLOCKS = ("results_tables", "set5_figure")
@@ -32,6 +39,92 @@ SECTIONS = ("Training scheme of the generator and the discriminator",
             "Results on the five test sets",
             "Set5 results",
             "Own attempts and improvements")
+
+
+RUN_FILES = {1: "generator_stage1.pth", 2: "generator_stage2.pth"}
+SHIPPED_FILES = {"SRResNet": "srresnet_x{scale}.pth", "SRGAN": "srgan_x{scale}.pth"}
+
+
+def md_escape(text: object) -> str:
+    """``text`` as plain text inside Markdown (a table cell, a list item) or HTML: ``|``, ``\\``,
+    emphasis, link and image brackets, backticks and HTML (``<script>``, ``&``) are escaped and
+    line breaks become spaces, so a name can neither forge a row or heading nor run code."""
+    value = " ".join(str(text).splitlines()).replace("\t", " ")
+    value = html.escape(value, quote=True)
+    return re.sub(r"([\\`*_{}\[\]()#+!|~])", r"\\\1", value)
+
+
+def _run_scale(path: Path) -> int | None:
+    """The scale a generator file was built for (its architecture record), or None if unusable."""
+    try:
+        return int(load_state(path, "generator checkpoint")["arch"]["kwargs"]["scale"])
+    except (CheckpointError, KeyError, TypeError, ValueError):
+        return None
+
+
+def find_generators(root: str | Path = ".", scale: int = 4) -> dict[str, Path]:
+    """Every generator ``test.ipynb`` scores by default: ``{label: path}``.
+
+    In this order: the files in ``checkpoints/`` (``srresnet_x{scale}.pth`` labelled
+    ``SRResNet``, ``srgan_x{scale}.pth`` labelled ``SRGAN``, when there), then for each run
+    folder ``runs/<name>/`` (sorted by name; the basic mode, the two-stage runs, any name) its
+    ``generator_stage1.pth`` labelled ``<name> stage 1`` and ``generator_stage2.pth`` labelled
+    ``<name> stage 2``. Only generators of ``scale`` count (read from their architecture record).
+    Paths are ``root / relative path``.
+    """
+    root = Path(root)
+    found: dict[str, Path] = {}
+    for label, pattern in SHIPPED_FILES.items():
+        path = root / "checkpoints" / pattern.format(scale=scale)
+        if path.is_file() and _run_scale(path) == scale:
+            found[label] = path
+    for run in sorted(p for p in (root / "runs").glob("*") if p.is_dir()):
+        for stage, name in RUN_FILES.items():
+            path = run / name
+            if path.is_file() and _run_scale(path) == scale:
+                found[f"{run.name} stage {stage}"] = path
+    return found
+
+
+def merge_earlier(results: dict[str, dict[str, list[dict]]], csv_path: str | Path) -> list[tuple[str, str]]:
+    """Add to ``results`` the methods an earlier run of ``test.ipynb`` scored and this one did not.
+
+    Args:
+        results: ``{set: {method: [per-image row]}}`` of this run (rows with ``name``, ``psnr``,
+            ``ssim``, ``niqe``, ``sharpness``, ``seconds``); changed in place.
+        csv_path: the per-image CSV the earlier run wrote (``set,method,image,psnr,...``); a
+            missing or unreadable file adds nothing.
+
+    Returns:
+        the ``(set, method)`` pairs taken from the earlier run, for sets scored in this run on
+        the same images (the ``HR`` rows are never taken: this run has its own).
+    """
+    path = Path(csv_path)
+    if not path.is_file():
+        return []
+    earlier: dict[tuple[str, str], list[dict]] = {}
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            for row in csv.DictReader(f):
+                if row.get("method") in (None, "", "HR") or row.get("set") not in results:
+                    continue
+                values = {}
+                for key in ("psnr", "ssim", "niqe", "sharpness", "seconds"):
+                    try:
+                        values[key] = float(row.get(key) or "nan")
+                    except ValueError:
+                        values[key] = math.nan
+                earlier.setdefault((row["set"], row["method"]), []).append({"name": row.get("image", ""), **values})
+    except (OSError, csv.Error, UnicodeDecodeError):
+        return []
+    added = []
+    for (set_name, method), rows in earlier.items():
+        now = results[set_name]
+        images = [r["name"] for r in next(iter(now.values()), [])]
+        if method not in now and [r["name"] for r in rows] == images:
+            now[method] = rows
+            added.append((set_name, method))
+    return added
 
 
 def begin_marker(name: str) -> str:

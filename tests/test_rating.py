@@ -83,6 +83,15 @@ def pixel_index(truth: dict) -> dict:
     return index
 
 
+def set14_truth() -> dict:
+    """The calibration candidates (the bundled Set14): ``{(image, "HR" | "nearest"): pixels}``."""
+    truth = {}
+    for image in rating.load_set(REPO / "benchmarks" / "data" / "Set14", SCALE):
+        truth[f"Set14/{image.name}", "HR"] = image.hr
+        truth[f"Set14/{image.name}", "nearest"] = rating.nearest_upscale(image.lr, SCALE)
+    return truth
+
+
 def identify(path: Path, index: dict) -> tuple[str, str]:
     img = utils.read_image(path, keep_gray=True)
     return index[img.shape, img.tobytes()]
@@ -107,13 +116,15 @@ def test_make_writes_a_blind_complete_session(tmp_path):
     meta = rating.deobfuscate(session["meta"], bytes.fromhex(session["key"]))
     assert sorted(session["items"]) == sorted(meta)
     assert sorted(map(tuple, meta.values())) == sorted(truth)  # every version of every image, once
-    index = pixel_index(truth)
+    index = pixel_index({**truth, **set14_truth()})
     for token, (image, method) in meta.items():
         assert identify(out / "images" / f"{token}.png", index) == (image, method)
+    assert len(session["calibration"]) == 2
     for low, high in session["calibration"]:
         low_key = identify(out / "images" / f"{low}.png", index)
         high_key = identify(out / "images" / f"{high}.png", index)
-        assert low_key[1] == "nearest" and high_key == (low_key[0], "HR")
+        # calibration from Set14 by default: never an image that is also rated
+        assert low_key[1] == "nearest" and high_key == (low_key[0], "HR") and high_key[0].startswith("Set14/")
         assert low not in meta and high not in meta  # calibration answers are not exported
 
 
@@ -346,7 +357,7 @@ def test_rating_session_in_headless_chromium(tmp_path, browser):
     from selenium.webdriver.support.ui import WebDriverWait
 
     truth = write_set(tmp_path)
-    index = pixel_index(truth)
+    index = pixel_index({**truth, **set14_truth()})
     out = tmp_path / "session"
     assert make(tmp_path, out, "--calibration", "2") == 0
     session = read_session(out)
