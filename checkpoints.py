@@ -558,7 +558,7 @@ def check_generator_record(arch: object, weights: object, what: str) -> None:
         why = (f"{shapes[0]} is {list(found[shapes[0]])}, {name} expects {list(expected[shapes[0]])}" if shapes
                else f"{missing[0]} is missing" if missing else f"{extra[0]} is not one of {name}'s")
         raise CheckpointError(f"{what}: the weights do not fit {name}({kwargs}): {why}; the file holds another "
-                              "network's weights, or its arch record was changed")
+                              "network's weights (a different architecture or size), or its arch record was changed")
 
 
 def generator_weights(checkpoint: dict) -> dict:

@@ -124,6 +124,15 @@ def free_memory(device: str | torch.device = "cpu") -> int | None:
     return max(0, min(room)) if room else None
 
 
+def _upper_bytes_per_lr_pixel(model: torch.nn.Module, scale: int, dtype: torch.dtype) -> float:
+    """A quick upper bound of :func:`_bytes_per_lr_pixel` for the kit's convolutional networks:
+    the widest layer's input and output at the output resolution, twice (no forward pass)."""
+    widths = [m.weight.shape[0] for m in model.modules()
+              if isinstance(getattr(m, "weight", None), torch.Tensor) and m.weight.dim() >= 2]
+    size = torch.empty((), dtype=dtype).element_size()
+    return 4 * max(widths, default=256) * scale * scale * size + (3 * 3 * 4 + 3) * scale * scale
+
+
 def _bytes_per_lr_pixel(model: torch.nn.Module, run: Callable[[np.ndarray], np.ndarray], scale: int) -> float:
     """Working memory of ``run`` per LR pixel, from the tensors of a 16x16 probe.
 
@@ -312,9 +321,12 @@ def super_resolve(
     try:
         with torch.inference_mode(), _exact_fp32(), autocast:
             auto = tile is None
-            if auto:  # the whole image if it fits, else tiles that do (the same result)
-                tile = _auto_tile(h, w, scale, tile_overlap, _bytes_per_lr_pixel(model, run, scale),
-                                  free_memory(device))
+            free = free_memory(device) if auto else None
+            if free is not None and _upper_bytes_per_lr_pixel(model, scale, dtype) * h * w > \
+                    _MEMORY_SHARE * free - scale * scale * h * w * 3:
+                # maybe too large for the memory: measure the network, then the whole image if it
+                # fits, else tiles that do (the same result)
+                tile = _auto_tile(h, w, scale, tile_overlap, _bytes_per_lr_pixel(model, run, scale), free)
             while True:
                 try:
                     sr = tiled(tile)

@@ -186,7 +186,7 @@ def test_malicious_pickle_is_refused_by_load_state(tmp_path):
     path, marker = _malicious_file(tmp_path)
     with pytest.raises(checkpoints.CheckpointError) as err:
         checkpoints.load_state(path)
-    _assert_one_line(err, str(path), "may contain code", "never unpickles code", "Python object")
+    _assert_one_line(err, str(path), "contains code", "never unpickles code", "Python object")
     assert not marker.exists()
 
 
