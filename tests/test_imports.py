@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import ast
+import importlib.util
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -58,10 +61,28 @@ def test_the_leaves_import_no_kit_module():
 
 
 def test_every_kit_module_is_in_the_layers():
-    modules = {p.stem for p in REPO.glob("*.py")}
+    modules = {p.stem for p in REPO.glob("*.py")} - {"conftest"}
     assert modules == set(LAYERS), f"add {sorted(modules - set(LAYERS))} to LAYERS (or remove {sorted(set(LAYERS) - modules)})"
 
 
 def test_models_imports_no_checkpoint_or_training_code():
     """The networks file is a leaf of the scheme: it never reads or writes a training file."""
     assert _kit_imports("models")[0] <= {"utils", "vgg_weights"}
+
+
+def _collected(*args: str) -> list[str]:
+    proc = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "--continue-on-collection-errors",
+                           *args], cwd=REPO, capture_output=True, text=True, timeout=300)
+    return [line for line in proc.stdout.splitlines() if "::" in line]
+
+
+def test_plain_pytest_collects_the_unit_tests_and_nbval_adds_the_notebooks():
+    plain = _collected()
+    assert plain and all(item.startswith("tests/") for item in plain)
+    assert any(item.startswith("tests/test_imports.py::") for item in plain)
+    if importlib.util.find_spec("nbval") is None:
+        pytest.skip("nbval is not installed")
+    with_notebooks = _collected("--nbval")
+    notebooks = {item.split("::")[0] for item in with_notebooks if item.split("::")[0].endswith(".ipynb")}
+    assert notebooks == {"train.ipynb", "test.ipynb", "super_resolution.ipynb"}
+    assert set(plain) <= set(with_notebooks)
