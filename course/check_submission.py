@@ -57,7 +57,8 @@ if str(REPO / "course") not in sys.path:
 import report as report_tools  # noqa: E402  (course/report.py)
 
 REQUIRED_FILES = ("models.py", "solver.py", "utils.py", "datasets.py", "imresize.py", "create_data_lists.py",
-                  "train.ipynb", "test.ipynb", "super_resolution.ipynb", "REPORT.md")
+                  "checkpoints.py", "inference.py", "losses.py", "metrics.py", "notebook_helpers.py", "training.py",
+                  "vgg_weights.py", "train.ipynb", "test.ipynb", "super_resolution.ipynb", "REPORT.md")
 NOTEBOOKS = ("train.ipynb", "test.ipynb", "super_resolution.ipynb")
 MODEL_SUFFIXES = (".pth", ".pt", ".ckpt", ".safetensors")
 MAX_FILE_MB = 5

@@ -85,6 +85,9 @@ for _folder in (REPO, REPO / "course"):  # run as `python course/rating.py` or l
     if str(_folder) not in sys.path:
         sys.path.insert(0, str(_folder))
 
+import inference  # noqa: E402
+import metrics  # noqa: E402
+import notebook_helpers  # noqa: E402
 import utils  # noqa: E402
 from create_data_lists import load_data_list, scan_folder  # noqa: E402  (same image names as the notebooks)
 from imresize import imresize  # noqa: E402
@@ -190,9 +193,9 @@ def _image_of(stem: str, names: list[str]) -> str | None:
 
 
 def sr_set_methods(folder: Path, names: list[str], scale: int) -> dict[str, dict[str, Path]]:
-    """The methods in a folder written by ``utils.save_sr_set``.
+    """The methods in a folder written by ``notebook_helpers.save_sr_set``.
 
-    Files are named ``<image>_<method>_x<scale>.<ext>`` (``utils.sr_filename``); other files
+    Files are named ``<image>_<method>_x<scale>.<ext>`` (``notebook_helpers.sr_filename``); other files
     (a contact sheet, other images or scales) are ignored.
 
     Returns:
@@ -234,7 +237,7 @@ def find_methods(inputs: list[str], names: list[str], scale: int,
     """Collect the rated methods from the command line's inputs.
 
     Args:
-        inputs: ``FOLDER`` (a ``utils.save_sr_set`` folder: every method in it) or
+        inputs: ``FOLDER`` (a ``notebook_helpers.save_sr_set`` folder: every method in it) or
             ``LABEL=FOLDER`` (one method named LABEL, one file per image).
         names: image names of the rated set.
         scale: upscaling factor (in ``save_sr_set`` file names).
@@ -261,7 +264,7 @@ def find_methods(inputs: list[str], names: list[str], scale: int,
             pattern = "<image>.png or <image>_<anything>.png"
         else:
             found = sr_set_methods(folder, names, scale)
-            pattern = f"<image>_<method>_x{scale}.png (utils.save_sr_set)"
+            pattern = f"<image>_<method>_x{scale}.png (notebook_helpers.save_sr_set)"
         if not found or not any(found.values()):
             raise RatingError(f"no SR images of {', '.join(names)} in {folder}: expected files named {pattern}")
         for method, files in found.items():
@@ -365,7 +368,7 @@ def make_session(methods: dict[str, dict[str, Path]], images: list[SetImage], ou
         session = {"id": secrets.token_hex(6), "items": items, "calibration": pairs,
                    "key": key.hex(), "meta": obfuscate(meta, key)}
         page = PAGE_TEMPLATE.read_text(encoding="utf-8").replace("__SESSION__", session_json(session))
-        utils.save_text(page, tmp / "index.html")
+        notebook_helpers.save_text(page, tmp / "index.html")
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)
@@ -684,7 +687,7 @@ def make_class(sources: list[str], out_dir: utils.PathLike, method: str | None =
 
         for image in images:
             versions = {HR_METHOD: image.hr, NEAREST_METHOD: nearest_upscale(image.lr, CLASS_SCALE),
-                        BICUBIC_METHOD: utils.bicubic_upscale(image.lr, CLASS_SCALE)}
+                        BICUBIC_METHOD: inference.bicubic_upscale(image.lr, CLASS_SCALE)}
             versions.update({s.name: s.images[image.name] for s in students})
             for name, img in versions.items():
                 token = add(img)
@@ -698,7 +701,7 @@ def make_class(sources: list[str], out_dir: utils.PathLike, method: str | None =
             page = {"id": f"{session_id}-r{r:02d}", "items": tokens, "calibration": pairs, "key": key.hex(),
                     "meta": obfuscate({t: meta[t] for t in tokens}, key)}
             path = tmp / f"rater_{r:02d}.html"
-            utils.save_text(template.replace("__SESSION__", session_json(page)), path)
+            notebook_helpers.save_text(template.replace("__SESSION__", session_json(page)), path)
             pages.append(out_dir / path.name)
         record = {"kind": "class-rating", "id": session_id, "scale": CLASS_SCALE, "hr": "benchmarks/data/Set5",
                   "raters": raters, "per_rater": m, "key": key.hex(),
@@ -708,7 +711,7 @@ def make_class(sources: list[str], out_dir: utils.PathLike, method: str | None =
                                      "images": [image.name for image in images],
                                      "tokens": meta, "subsets": [[list(i) for i in sub] for sub in subsets],
                                      "left_out": {s.name: s.problem for s in left_out}}, key)}
-        utils.save_text(json.dumps(record, indent=1) + "\n", tmp / "class.json")
+        notebook_helpers.save_text(json.dumps(record, indent=1) + "\n", tmp / "class.json")
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)
@@ -925,7 +928,7 @@ def _fmt(value: float, digits: int = 2) -> str:
 
 def mos_table(rows: list[dict]) -> str:
     """Markdown table of :func:`mos_rows`: method, ratings, MOS, 95% CI."""
-    return utils.markdown_table(
+    return notebook_helpers.markdown_table(
         ["method", "ratings", "MOS", "95% CI"],
         [[md_escape(r["method"]), r["ratings"], _fmt(r["mos"]), f"{_fmt(r['ci_low'])} - {_fmt(r['ci_high'])}"]
          for r in rows])
@@ -947,10 +950,10 @@ def leaderboard_rows(record: dict, scores: dict[str, list[int]]) -> list[dict]:
         psnr, ssim, niqe = [], [], []
         for name in record["images"]:
             sr = utils.read_image(record["folder"] / "images" / f"{token_of[name, student]}.png")
-            psnr.append(utils.calculate_psnr(sr, hr[name], record["scale"]))
-            ssim.append(utils.calculate_ssim(sr, hr[name], record["scale"]))
+            psnr.append(metrics.calculate_psnr(sr, hr[name], record["scale"]))
+            ssim.append(metrics.calculate_ssim(sr, hr[name], record["scale"]))
             try:
-                niqe.append(utils.niqe_or_nan(sr, record["scale"]))
+                niqe.append(metrics.niqe_or_nan(sr, record["scale"]))
             except ValueError:  # NIQE is undefined for a flat image: no value, not an error
                 niqe.append(math.nan)
         given = scores.get(student, [])
@@ -979,7 +982,7 @@ def leaderboard_markdown(rows: list[dict], anchors: list[dict], n_raters: int, f
         f"balanced subset). MOS with its 95% t interval, clipped to 1-5. PSNR / SSIM / NIQE: the kit's MATLAB "
         f"protocol (Y channel, {record['scale']} border pixels shaved) on the student's PNGs against the bundled "
         f"HR images, mean over the {len(record['images'])} images.", "",
-        utils.markdown_table(["rank", "student", "ratings", "MOS", "95% CI", "PSNR (dB)", "SSIM", "NIQE"],
+        notebook_helpers.markdown_table(["rank", "student", "ratings", "MOS", "95% CI", "PSNR (dB)", "SSIM", "NIQE"],
                              [[r["rank"] if r["rank"] != "" else "-", md_escape(r["student"]), r["ratings"],
                                _fmt(r["mos"]), f"{_fmt(r['ci_low'])} - {_fmt(r['ci_high'])}", _fmt(r["psnr"]),
                                _fmt(r["ssim"], 4), _fmt(r["niqe"])] for r in rows]),
@@ -1038,18 +1041,18 @@ def tally(paths: list[utils.PathLike], out_dir: utils.PathLike, session: utils.P
         image_rows += [{"image": image, **row} for row in mos_rows(by_method, [m for m in order if m in by_method])]
 
     n_raters = len(raters) - len(flagged)
-    utils.save_csv(_safe_rows(methods), out_dir / "mos.csv", ["method", "ratings", "mos", "ci_low", "ci_high"])
-    utils.save_csv(_safe_rows(image_rows), out_dir / "mos_per_image.csv",
+    notebook_helpers.save_csv(_safe_rows(methods), out_dir / "mos.csv", ["method", "ratings", "mos", "ci_low", "ci_high"])
+    notebook_helpers.save_csv(_safe_rows(image_rows), out_dir / "mos_per_image.csv",
                    ["image", "method", "ratings", "mos", "ci_low", "ci_high"])
-    utils.save_csv(_safe_rows(pairs), out_dir / "mann_whitney.csv", ["method_a", "method_b", "u", "p"])
-    utils.save_figure(distribution_figure(scores, methods, n_raters), out_dir / "mos.png", dpi=120)
-    utils.save_text(report_markdown(paths, raters, flagged, methods, pairs, image_rows, order), out_dir / "mos.md")
+    notebook_helpers.save_csv(_safe_rows(pairs), out_dir / "mann_whitney.csv", ["method_a", "method_b", "u", "p"])
+    notebook_helpers.save_figure(distribution_figure(scores, methods, n_raters), out_dir / "mos.png", dpi=120)
+    notebook_helpers.save_text(report_markdown(paths, raters, flagged, methods, pairs, image_rows, order), out_dir / "mos.md")
     board = None
     if record is not None:
         board = leaderboard_rows(record, scores)
         anchors = [row for row in methods if row["method"] in ANCHORS]
-        utils.save_csv(_safe_rows(board), out_dir / "leaderboard.csv", LEADERBOARD_COLUMNS)
-        utils.save_text(leaderboard_markdown(board, anchors, n_raters, flagged, record), out_dir / "leaderboard.md")
+        notebook_helpers.save_csv(_safe_rows(board), out_dir / "leaderboard.csv", LEADERBOARD_COLUMNS)
+        notebook_helpers.save_text(leaderboard_markdown(board, anchors, n_raters, flagged, record), out_dir / "leaderboard.md")
     return {"methods": methods, "images": image_rows, "pairs": pairs, "raters": raters, "flagged": flagged,
             "leaderboard": board}
 
@@ -1068,7 +1071,7 @@ def report_markdown(paths: list[utils.PathLike], raters: dict[str, dict], flagge
         f"images, as in the SRGAN paper. MOS = mean score; 95% CI = t interval over the method's ratings, "
         f"clipped to the 1-5 scale.", "",
         "## Raters", "",
-        utils.markdown_table(["rater", "ratings", "mean HR", "mean nearest", "median seconds", "status"],
+        notebook_helpers.markdown_table(["rater", "ratings", "mean HR", "mean nearest", "median seconds", "status"],
                              [[md_escape(name), info["ratings"], _fmt(info["hr"]), _fmt(info["nearest"]),
                                _fmt(info["seconds"], 1), status_text[info["status"]]]
                               for name, info in raters.items()]),
@@ -1085,7 +1088,7 @@ def report_markdown(paths: list[utils.PathLike], raters: dict[str, dict], flagge
     if many:
         lines.append(f"{len(order)} methods: the {len(pairs)} pairs are in `mann_whitney.csv`.")
     else:
-        lines.append(utils.markdown_table(["method A", "method B", "U", "p", "p < 0.05"],
+        lines.append(notebook_helpers.markdown_table(["method A", "method B", "U", "p", "p < 0.05"],
                                           [[md_escape(r["method_a"]), md_escape(r["method_b"]), f"{r['u']:.1f}",
                                             f"{r['p']:.3g}", "yes" if r["p"] < 0.05 else "no"] for r in pairs]))
     lines += ["", "## MOS per image", ""]
@@ -1094,7 +1097,7 @@ def report_markdown(paths: list[utils.PathLike], raters: dict[str, dict], flagge
     if many:
         lines.append(f"{len(order)} methods: see `mos_per_image.csv`.")
     else:
-        lines.append(utils.markdown_table(["image"] + [f"{md_escape(m)} MOS (n)" for m in order],
+        lines.append(notebook_helpers.markdown_table(["image"] + [f"{md_escape(m)} MOS (n)" for m in order],
                                           [[md_escape(image)] + [cell.get((image, m), "-") for m in order]
                                            for image in images]))
     return "\n".join(lines) + "\n"
@@ -1118,7 +1121,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     make = sub.add_parser("make", help="build a blind rating session (static HTML page + images)")
     make.add_argument("inputs", nargs="+", metavar="FOLDER | LABEL=FOLDER",
-                      help="a utils.save_sr_set folder (<image>_<method>_x<scale>.png, every method in it), "
+                      help="a notebook_helpers.save_sr_set folder (<image>_<method>_x<scale>.png, every method in it), "
                            "or LABEL=FOLDER: one method, one file per image (<image>.png or <image>_*.png)")
     make.add_argument("--hr", required=True, help="the HR images: a data list (data/lists/Set5.json) or a folder "
                                                   "(benchmarks/data/Set5)")

@@ -28,7 +28,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script or imported from a notebook in the kit's root
     sys.path.insert(0, str(REPO))
 
-from utils import CheckpointError, atomic_write, load_state  # noqa: E402
+from checkpoints import CheckpointError, load_state  # noqa: E402
+from utils import atomic_write  # noqa: E402
 
 TEMPLATE = REPO / "course" / "report_template.md"
 AUTO_BLOCKS = ("results_tables", "set5_figure")

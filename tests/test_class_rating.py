@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import inference
+import metrics
 import utils
 
 REPO = Path(__file__).resolve().parents[1]
@@ -56,7 +58,7 @@ def write_zip(path: Path, files: dict[str, bytes], top: str | None = None) -> Pa
 
 def submission_files(images: dict[str, np.ndarray], method: str = "srgan-local-run") -> dict[str, bytes]:
     files = {f"results/sr_set5/{name}_{method}_x4.png": png_bytes(img) for name, img in images.items()}
-    files.update({f"results/sr_set5/{name}_bicubic_x4.png": png_bytes(utils.bicubic_upscale(image.lr, 4))
+    files.update({f"results/sr_set5/{name}_bicubic_x4.png": png_bytes(inference.bicubic_upscale(image.lr, 4))
                   for name, image in zip(NAMES, SET5)})
     files["REPORT.md"] = b"| method | PSNR |\n| mine | 99.00 |\n"  # never read: the leaderboard recomputes
     return files
@@ -190,7 +192,7 @@ def test_a_class_rated_in_headless_chromium_gives_the_leaderboard(tmp_path, brow
     for image in SET5:
         truth[image.name, "HR"] = image.hr
         truth[image.name, "nearest"] = rating.nearest_upscale(image.lr, 4)
-        truth[image.name, "bicubic"] = utils.bicubic_upscale(image.lr, 4)
+        truth[image.name, "bicubic"] = inference.bicubic_upscale(image.lr, 4)
     for image in rating.load_set(REPO / "benchmarks" / "data" / "Set14", 4):
         truth[f"Set14/{image.name}", "HR"] = image.hr
         truth[f"Set14/{image.name}", "nearest"] = rating.nearest_upscale(image.lr, 4)
@@ -276,10 +278,10 @@ def test_a_class_rated_in_headless_chromium_gives_the_leaderboard(tmp_path, brow
         assert int(row["rank"]) == 1 + sum(m > float(row["mos"]) for m in mos_values)
         hr = {image.name: image.hr for image in SET5}
         assert float(row["psnr"]) == pytest.approx(
-            np.mean([utils.calculate_psnr(truth[n, student], hr[n], 4) for n in NAMES]), abs=1e-9)
+            np.mean([metrics.calculate_psnr(truth[n, student], hr[n], 4) for n in NAMES]), abs=1e-9)
         assert float(row["ssim"]) == pytest.approx(
-            np.mean([utils.calculate_ssim(truth[n, student], hr[n], 4) for n in NAMES]), abs=1e-9)
+            np.mean([metrics.calculate_ssim(truth[n, student], hr[n], 4) for n in NAMES]), abs=1e-9)
         assert float(row["niqe"]) == pytest.approx(
-            np.mean([utils.niqe_or_nan(truth[n, student], 4) for n in NAMES]), abs=1e-9)
+            np.mean([metrics.niqe_or_nan(truth[n, student], 4) for n in NAMES]), abs=1e-9)
     board_md = (mos_dir / "leaderboard.md").read_text()
     assert "from 2 raters" in board_md and "Left out (mean HR score below mean nearest score): Inverted Ivy." in board_md

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+import notebook_helpers
 import utils
 from imresize import imresize
 
@@ -53,7 +54,7 @@ def write_set(root: Path, seed: int = 0) -> dict:
         truth[name, "nearest"] = imresize(lr, SCALE, method="nearest")  # MATLAB-exact nearest, independently
         for label, method in SR_SET_METHODS.items():
             sr = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
-            utils.save_image(sr, root / "sr" / utils.sr_filename(name, label, SCALE))
+            utils.save_image(sr, root / "sr" / notebook_helpers.sr_filename(name, label, SCALE))
             truth[name, method] = sr
         sr = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
         utils.save_image(sr, root / STUDENT / (f"{name}.png" if k else f"{name}_mine.png"))
@@ -166,9 +167,9 @@ def test_make_errors_are_one_line(tmp_path, capsys, problem, expected):
     if problem == "missing folder":
         inputs = [str(tmp_path / "no_such_folder")]
     elif problem == "missing image":
-        (tmp_path / "sr" / utils.sr_filename("img_0021", "Bicubic", SCALE)).unlink()
+        (tmp_path / "sr" / notebook_helpers.sr_filename("img_0021", "Bicubic", SCALE)).unlink()
     elif problem == "wrong size":
-        utils.save_image(truth["img_001", "HR"][:8], tmp_path / "sr" / utils.sr_filename("img_001", "Bicubic", SCALE))
+        utils.save_image(truth["img_001", "HR"][:8], tmp_path / "sr" / notebook_helpers.sr_filename("img_001", "Bicubic", SCALE))
     elif problem == "reserved name":
         inputs = [f"HR={tmp_path / STUDENT}"]
     elif problem == "output not empty":

@@ -6,6 +6,10 @@ from pathlib import Path
 
 import pytest
 
+import checkpoints
+import models
+import notebook_helpers
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "course"))
 
@@ -50,12 +54,8 @@ def test_the_template_is_not_a_filled_report_and_a_filled_one_is():
 
 
 def _generator_file(path: Path, scale: int = 4) -> Path:
-    import models
-    import utils
-
     path.parent.mkdir(parents=True, exist_ok=True)
-    net = models.SRResNet(scale=scale, n_blocks=1, channels=8)
-    (getattr(models, "save_generator", None) or getattr(utils, "save_generator"))(path, net)
+    checkpoints.save_generator(path, models.SRResNet(scale=scale, n_blocks=1, channels=8))
     return path
 
 
@@ -75,14 +75,12 @@ def test_find_generators_lists_every_run_folder_and_stage(tmp_path):
 
 
 def test_a_second_run_keeps_the_rows_of_methods_scored_before(tmp_path):
-    import utils
-
     rows = [{"set": "Set5", "method": m, "image": f"img_00{k}", "psnr": 20.0 + k, "ssim": 0.5, "niqe": 7.0,
              "sharpness": 1.0, "seconds": 0.1} for m in ("Bicubic", "basic stage 2", "old run stage 2") for k in (1, 2)]
     rows += [{"set": "Set5", "method": "HR", "image": "img_001", "niqe": 5.0},
              {"set": "Set14", "method": "gone stage 1", "image": "a", "psnr": 1.0, "ssim": 0.1, "niqe": 1.0,
               "sharpness": 1.0, "seconds": 1.0}]
-    csv_path = utils.save_csv(rows, tmp_path / "per_image_x4.csv",
+    csv_path = notebook_helpers.save_csv(rows, tmp_path / "per_image_x4.csv",
                               ["set", "method", "image", "psnr", "ssim", "niqe", "sharpness", "seconds"])
     now = {"Set5": {"Bicubic": [{"name": "img_001", "psnr": 1.0}, {"name": "img_002", "psnr": 2.0}],
                     "basic stage 2": [{"name": "img_001", "psnr": 3.0}, {"name": "img_002", "psnr": 4.0}]}}
