@@ -208,7 +208,7 @@ def bench_data(list_file: str, batch: int, patch: int, workers: int, n_batches: 
           f"with {workers} worker(s)")
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default="all", help="cpu, cuda or all (default: all available)")
     p.add_argument("--stages", type=int, nargs="+", default=[1, 2], choices=[1, 2])
@@ -226,6 +226,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: PyTorch's)")
     p.add_argument("--data", default=None, help="also time the DataLoader on this train list")
     p.add_argument("--workers", type=int, default=2)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = build_parser()
     args = p.parse_args(argv)
     if min(args.iters, args.repeat, args.batch, args.n_blocks) < 1 or args.warmup < 0 or args.patch % 4:
         p.error("--iters, --repeat, --batch, --n-blocks must be >= 1, --warmup >= 0, --patch a multiple of 4")
