@@ -28,8 +28,8 @@ The checks, one line each on the summary screen (PASS / FAIL and why):
 top-level ``data/`` and ``runs/``, caches, virtual environments) after checks 1-6, then checks
 the zip it wrote the same way; it refuses (and writes nothing) when one fails. It never follows
 a symbolic link out of the folder (such links are named and left out), and refuses an
-``--output`` inside the packed folder (other than the default ``submission.zip``) or onto an
-existing file without ``--overwrite``. A zip given to the grader is checked for its declared and
+``--output`` inside the packed folder (other than the default ``submission.zip``, which a new
+``--pack`` replaces) or onto an existing file without ``--overwrite``. A zip given to the grader is checked for its declared and
 actual sizes before anything is extracted. Exit status: 0 all checks passed, 1 some failed,
 2 bad arguments.
 """
@@ -578,7 +578,7 @@ def pack_output_problem(root: Path, output: Path, default: Path, overwrite: bool
     if output != default and _inside(output, root):
         return (f"--output {output} is inside the folder being packed ({root}); write the zip outside it "
                 f"(or leave --output out: {default.name} in the folder, which is never packed)")
-    if output.exists() and not overwrite:
+    if output.exists() and not overwrite and not (output == default and zipfile.is_zipfile(output)):
         return f"{output} exists; pass --overwrite to replace it, or choose another --output"
     return None
 

@@ -302,6 +302,10 @@ def test_pack_output_inside_the_folder_or_onto_a_file_is_refused(submission, tmp
         assert output.read_bytes() == b"my own file"
         assert cs.main(["--pack", str(submission), "--output", str(output), "--overwrite"]) == 0
         assert zipfile.is_zipfile(output)
+        # the default submission.zip in the folder is never packed, and a new --pack replaces it
+        assert cs.main(["--pack", str(submission)]) == 0 and cs.main(["--pack", str(submission)]) == 0
+        with zipfile.ZipFile(submission / cs.PACK_NAME) as zf:
+            assert cs.PACK_NAME not in zf.namelist()
 
 
 def test_report_images_outside_the_submission_do_not_count(submission, tmp_path):
