@@ -65,3 +65,19 @@ def test_md_escape_keeps_text_and_defuses_markup():
     assert report.md_escape("a|b\nc") == "a\\|b c"
     assert "<" not in report.md_escape("<img src=x onerror=alert(1)>")
     assert report.md_escape("![x](y)") == "\\!\\[x\\]\\(y\\)"
+
+
+def test_one_rater_is_singular_and_intervals_stay_on_the_scale(tmp_path):
+    path = tmp_path / "ratings_solo.csv"
+    rows = ["rater,image,method,score,seconds"]
+    for k, image in enumerate(["img_001", "img_002", "img_003", "img_004"]):
+        rows += [f"Solo,{image},HR,{5 if k else 4},1", f"Solo,{image},nearest,{1 if k else 2},1"]
+    path.write_text("\n".join(rows) + "\n")
+    result = rating.tally([path], tmp_path / "mos")
+    text = (tmp_path / "mos" / "mos.md").read_text()
+    assert "8 ratings from 1 rater (" in text and "1 raters" not in text
+    rows = {r["method"]: r for r in result["methods"]}
+    # scores 4,5,5,5: the t interval reaches past 5 and is clipped; 2,1,1,1 likewise below 1
+    low, high = rating.t_interval([4, 5, 5, 5])[1:]
+    assert high > 5 and rows["HR"]["ci_high"] == 5.0 and rows["HR"]["ci_low"] == low
+    assert rating.t_interval([2, 1, 1, 1])[1] < 1 and rows["nearest"]["ci_low"] == 1.0
