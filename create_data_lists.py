@@ -831,7 +831,8 @@ def download_dataset(name: str, root: PathLike = DATA_ROOT, keep_archives: bool 
 
 
 # --------------------------------------------------------------------------- lists for the notebooks
-def lr_is_current(hr_path: PathLike, lr_path: PathLike, scale: int) -> bool:
+def lr_is_current(hr_path: PathLike, lr_path: PathLike, scale: int,
+                  hr: np.ndarray | None = None) -> bool:
     """Whether an LR file may be used with the HR file ``hr_path``, by the cache's content key.
 
     An LR the kit made (it carries the key of :func:`lr_cache_key` in a PNG text chunk, or
@@ -841,6 +842,8 @@ def lr_is_current(hr_path: PathLike, lr_path: PathLike, scale: int) -> bool:
     Args:
         hr_path, lr_path: the two files of a list entry.
         scale: upscaling factor of the list.
+        hr: the HR image already decoded with ``read_image(hr_path, keep_gray=True)`` (before
+            mod-cropping), to save decoding it again; None reads it.
 
     Returns:
         False when the LR is the kit's and stale (or unreadable), else True.
@@ -853,9 +856,10 @@ def lr_is_current(hr_path: PathLike, lr_path: PathLike, scale: int) -> bool:
         return False
     if key is None:
         return not made_here
-    hr, _ = _try_read(Path(hr_path))
     if hr is None:
-        return False
+        hr, _ = _try_read(Path(hr_path))
+        if hr is None:
+            return False
     h, w = (hr.shape[0] // scale) * scale, (hr.shape[1] // scale) * scale
     return _lr_cache_valid(Path(lr_path), lr_cache_key(hr, scale), (h // scale, w // scale))
 
