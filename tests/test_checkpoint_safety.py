@@ -292,6 +292,31 @@ def test_flipped_bytes_in_a_training_checkpoint_are_refused_and_nothing_is_overw
     assert _snapshot(out) == before
 
 
+def _strip_digest(path: Path) -> None:
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    assert state.pop(checkpoints.DIGEST_KEY)
+    torch.save(state, path)  # the same contents, without the digest that would vouch for them
+
+
+def test_a_file_whose_digest_was_removed_is_refused_like_a_damaged_one(finished_run, tiny_lists, tmp_path, capsys):
+    out = tmp_path / "run"
+    shutil.copytree(finished_run, out)
+    for name, load in (("generator_stage1.pth", checkpoints.load_generator),
+                       ("checkpoint.pth", checkpoints.read_training_checkpoint)):
+        _strip_digest(out / name)
+        with pytest.raises(checkpoints.CheckpointError) as err:
+            load(out / name)
+        _assert_one_line(err, str(out / name), "no SHA-256 digest", "convert-trusted")
+    before = _snapshot(out)
+    assert solver.main(["--out", str(out), "--resume", "--stage1-epochs", "2"]) == 2  # resume: one line, no run
+    assert "no SHA-256 digest" in capsys.readouterr().err
+    assert _snapshot(out) == before
+    # the way in for a file you trust: convert-trusted writes it again with its digest
+    fixed = tmp_path / "fixed.pth"
+    assert checkpoints.main(["convert-trusted", str(out / "generator_stage1.pth"), str(fixed)]) == 0
+    assert checkpoints.load_generator(fixed).arch_kwargs == {"scale": 4, "n_blocks": 1, "channels": 8}
+
+
 def test_flipped_bytes_in_the_shipped_generator_are_refused(tmp_path):
     copy = tmp_path / "srresnet_x4.pth"
     shutil.copyfile(SHIPPED_GENERATOR, copy)

@@ -126,6 +126,36 @@ def test_flat_image_has_no_niqe():
         metrics.calculate_niqe(np.full((192, 192), 128, np.uint8))
 
 
+def test_blocks_with_some_undefined_features_still_count_in_the_mean():
+    """MATLAB averages each feature over the blocks that have it (nanmean) and takes the
+    covariance over the complete blocks (nancov). A flat area far from any texture gives
+    blocks where only some of the 36 features are NaN (an AGGD fit of a side with no values);
+    their finite features must still enter mu_d. Checked against the formula written out:
+    mu_d feature by feature over the finite values, S_d over the complete rows."""
+    rng = np.random.default_rng(0)
+    img = np.kron(rng.integers(0, 256, (72, 96)), np.ones((4, 4))).astype(np.uint8)  # 288x384, 12 blocks
+    img[:200, :200] = 128  # flat: the blocks inside it lose some features
+    mu_p, cov_p, window = metrics._niqe_model()
+    x = img.astype(np.float64)
+    half = imresize(x, 0.5, padding="symmetric")
+    feats = np.concatenate([metrics._niqe_block_features(metrics._mscn(x, window), 96),
+                            metrics._niqe_block_features(metrics._mscn(half, window), 48)], axis=1)
+    partial = [i for i, row in enumerate(feats) if np.isnan(row).any() and not np.isnan(row).all()]
+    assert partial, "the image must have blocks with some (not all) features undefined"
+    mu_d = np.array([np.mean([v for v in feats[:, j] if not np.isnan(v)]) for j in range(feats.shape[1])])
+    complete = [row for row in feats if not np.isnan(row).any()]
+    mean_c = sum(complete) / len(complete)
+    cov_d = sum(np.outer(r - mean_c, r - mean_c) for r in complete) / (len(complete) - 1)
+    cov = (cov_p + cov_d) / 2
+    d = mu_p - mu_d
+    expected = float(np.sqrt(d @ np.linalg.pinv(cov, rcond=max(cov.shape) * np.finfo(np.float64).eps) @ d))
+    assert metrics.calculate_niqe(img) == pytest.approx(expected, rel=1e-9)
+    d_complete_only = mu_p - mean_c  # what averaging the complete blocks alone would give
+    wrong = float(np.sqrt(d_complete_only @ np.linalg.pinv(cov, rcond=max(cov.shape) * np.finfo(np.float64).eps)
+                          @ d_complete_only))
+    assert abs(wrong - expected) > 1e-3 * expected  # so the check above can tell the two apart
+
+
 def test_evaluate_hr_and_mean_metrics(astronaut):
     data = [{"name": "astronaut", "hr": astronaut, "lr": imresize(astronaut, 0.25)},
             {"name": "small", "hr": astronaut[:100, :100], "lr": imresize(astronaut[:100, :100], 0.25)}]

@@ -99,6 +99,26 @@ def test_an_ema_run_resumed_after_sigkill_equals_an_uninterrupted_one(tiny_lists
             assert torch.allclose(a[k].float(), b[k].float(), atol=1e-6, rtol=0), f"{key} {k}"
 
 
+def test_a_d_translate_run_resumed_after_sigkill_is_bit_identical(tiny_lists, tmp_path):
+    """d_translate draws its shifts from the global torch RNG: only a resume that restores the
+    RNG states continues with the same shifts (the shipped SRGAN's setting, d_translate=2)."""
+    run_cfg = {"epochs": 2, "d_translate": 2, "lr_milestones": []}
+    solver.train(tiny_config(tiny_lists, tmp_path / "ref", stage2=run_cfg))
+    run = tiny_config(tiny_lists, tmp_path / "run", stage2=run_cfg)
+    proc = _run_until_killed(run, (2, 1), tmp_path)  # killed right after stage 2's first checkpoint
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    torch.manual_seed(999)  # whatever the resuming process's RNG holds, the checkpoint's state is used
+    run.resume = True
+    solver.train(run)
+    ref, resumed = torch.load(tmp_path / "ref" / "checkpoint.pth", weights_only=True), \
+        torch.load(tmp_path / "run" / "checkpoint.pth", weights_only=True)
+    assert (resumed["stage"], resumed["epoch"], resumed["global_step"]) == (2, 2, ref["global_step"])
+    for key in ("generator", "discriminator"):
+        assert ref[key].keys() == resumed[key].keys()
+        for k in ref[key]:
+            assert torch.equal(ref[key][k], resumed[key][k]), f"{key} {k} differs after the resume"
+
+
 def test_ema_turned_on_at_resume_starts_from_the_restored_generator(tiny_lists, tmp_path):
     out = tmp_path / "run"
     plain = tiny_config(tiny_lists, out, stage2={"epochs": 1})
