@@ -2,8 +2,6 @@
 that climbs out of the output folder, or holds a path, must still land inside it."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 

@@ -3,7 +3,7 @@ file that is not one, Ctrl-C before the first checkpoint, a list naming a missin
 that does not exist. One true line each, before any training step."""
 from __future__ import annotations
 
-import os
+import json
 from pathlib import Path
 
 import pytest
@@ -135,7 +135,7 @@ def test_a_list_naming_a_missing_image_is_refused_before_training(tiny_lists, tm
     missing = tmp_path / "nonexistent" / "a.png"
     images = [{"name": "a", "hr": str(missing), "lr": None}]
     if role == "training":
-        images += checkpoints_free_train_images(tiny_lists)
+        images += json.loads(Path(tiny_lists["train"]).read_text())["images"]  # usable ones too
     write_data_list(bad, role, 4, images)
     lists = dict(tiny_lists, **({"val": str(bad)} if role == "validation" else {"train": str(bad)}))
     out = tmp_path / "run"
@@ -144,13 +144,6 @@ def test_a_list_naming_a_missing_image_is_refused_before_training(tiny_lists, tm
     line = _one_error_line(capsys)
     assert str(bad) in line and str(missing) in line and role in line
     assert not out.exists()
-
-
-def checkpoints_free_train_images(lists: dict) -> list[dict]:
-    """The entries of the tiny training list (usable images)."""
-    import json
-
-    return json.loads(Path(lists["train"]).read_text())["images"]
 
 
 # ---------------------------------------------------------------------- item 23: a missing list says how to make it
