@@ -20,6 +20,7 @@ import torch
 
 import checkpoints
 import losses
+import models
 import solver
 import training
 import utils
@@ -513,15 +514,34 @@ def test_vgg_and_esrgan_presets_train_with_a_random_vgg(tiny_lists, tmp_path):
                                                                           "channels": 8, "growth": 4}},
                              "discriminator": {"name": "VGGStyleDiscriminator", "kwargs": {"channels": 4}}})
     solver.train(cfg)
-    rows = _read_csv(tmp_path / "esr" / "log.csv")
+    esr = tmp_path / "esr"
+    rows = _read_csv(esr / "log.csv")
     assert [r["stage"] for r in rows] == ["1", "2"]
-    assert float(rows[1]["loss_pixel"]) > 0 and float(rows[1]["loss_adv"]) > 0
+    # stage 2 optimised ESRGAN's sum: VGG54 (L1) + 5e-3 RaGAN + 1e-2 L1 pixel, each term present
+    row = {k: float(v) for k, v in rows[1].items() if v}
+    assert row["loss_g"] == pytest.approx(row["loss_content"] + 5e-3 * row["loss_adv"] + 1e-2 * row["loss_pixel"],
+                                          rel=1e-5)
+    assert row["loss_content"] != pytest.approx(row["loss_pixel"])  # the content term is the VGG's, not L1
+    # both networks were trained: G moved from its seeded start in stage 1 and again in stage 2, D from its own
+    torch.manual_seed(cfg.seed)
+    g0 = models.build_generator(cfg.model.generator).state_dict()
+    torch.manual_seed(cfg.seed + 1)
+    d0 = models.build_discriminator(cfg.model.discriminator).state_dict()
+    g1, g2 = _state(esr / "generator_stage1.pth"), _state(esr / "generator_stage2.pth")
+    d2 = _state(esr / "checkpoint.pth", "discriminator")
+    for before, after in ((g0, g1), (g1, g2), (d0, d2)):
+        assert before.keys() == after.keys()
+        assert any(not torch.equal(before[k], after[k]) for k in before if before[k].is_floating_point())
+
     cfg = tiny_config(tiny_lists, tmp_path / "vgg22", preset="vgg22", vgg={"random_init": True},
                       stage1={"epochs": 1}, stage2={"epochs": 1})
     solver.train(cfg)
     rows = _read_csv(tmp_path / "vgg22" / "log.csv")
-    assert rows[1]["loss_d"] == "" and float(rows[1]["loss_content"]) > 0  # no discriminator
+    assert rows[1]["loss_d"] == "" and rows[1]["loss_adv"] == ""  # no discriminator, no adversarial term
+    assert float(rows[1]["loss_g"]) == pytest.approx(float(rows[1]["loss_content"]), rel=1e-6)  # VGG22 alone
     assert _state(tmp_path / "vgg22" / "checkpoint.pth", "discriminator") is None
+    g1, g2 = _state(tmp_path / "vgg22" / "generator_stage1.pth"), _state(tmp_path / "vgg22" / "generator_stage2.pth")
+    assert any(not torch.equal(g1[k], g2[k]) for k in g1 if g1[k].is_floating_point())  # the VGG loss trained G
 
 
 def test_cli_runs_and_extends_a_run_with_resume(tiny_lists, tmp_path, capsys):

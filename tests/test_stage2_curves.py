@@ -41,11 +41,35 @@ def test_read_log_keeps_the_stage2_rows_as_numbers(tmp_path):
     assert rows[1]["step"] == 20 and rows[1]["niqe"] == pytest.approx(6.0)
 
 
-def test_draws_the_figure_with_the_shipped_epoch_marked(tmp_path):
+def test_draws_the_figure_with_the_shipped_epoch_marked(tmp_path, monkeypatch):
+    script = load_script()
+    figures = []
+    real_save = script.notebook_helpers.save_figure
+
+    def keep(fig, path, dpi=100):
+        figures.append(fig)
+        return real_save(fig, path, dpi=dpi)
+
+    monkeypatch.setattr(script.notebook_helpers, "save_figure", keep)
     out = tmp_path / "curves.png"
-    load_script().main([str(two_stage_log(tmp_path / "a.csv")), str(two_stage_log(tmp_path / "b.csv")),
-                        "--labels", "run a", "run b", "--mark", "1:2", "--out", str(out)])
+    a = two_stage_log(tmp_path / "a.csv")
+    b = write_log(tmp_path / "b.csv", [{**row, "psnr": float(row["psnr"]) - 1} for row in _rows(a)])
+    script.main([str(a), str(b), "--labels", "run a", "run b", "--mark", "1:2", "--out", str(out)])
     assert out.stat().st_size > 10_000  # a real 1100x400 figure, not an empty file
+    (fig,) = figures
+    psnr_ax, niqe_ax = fig.axes
+    for ax, value in ((psnr_ax, 26.8 - 1), (niqe_ax, 6.0)):  # run b's stage-2 epoch 2: step 20
+        lines = {line.get_label(): line for line in ax.get_lines()}
+        assert set(lines) == {"run a", "run b", "shipped (epoch 2)"}
+        marker = lines["shipped (epoch 2)"]
+        assert list(marker.get_xdata()) == [20] and list(marker.get_ydata()) == [pytest.approx(value)]
+        assert marker.get_color() == lines["run b"].get_color() != lines["run a"].get_color()
+        assert "shipped (epoch 2)" in [t.get_text() for t in ax.get_legend().get_texts()]
+
+
+def _rows(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
 
 
 @pytest.mark.parametrize("extra, message", [
