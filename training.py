@@ -158,7 +158,7 @@ def _autocast(ctx) -> Any:
                           enabled=ctx.amp_dtype is not None)
 
 
-def _to_device(x: torch.Tensor, ctx) -> torch.Tensor:
+def _batch_to_device(x: torch.Tensor, ctx) -> torch.Tensor:
     x = x.to(ctx.device, non_blocking=True)
     if ctx.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
@@ -204,7 +204,7 @@ def train_epoch(loader: Any, ctx: TrainContext, stage: int, epoch: int,
                mininterval=1.0, dynamic_ncols=True)
     try:
         for lr, hr in bar:
-            lr, hr = _to_device(lr, ctx), _to_device(hr, ctx)
+            lr, hr = _batch_to_device(lr, ctx), _batch_to_device(hr, ctx)
             with _autocast(ctx):
                 losses = update(lr, hr)
             if ema is not None:
@@ -565,7 +565,7 @@ def _place(run: Run, net: nn.Module) -> nn.Module:
 def initial_generator(run: Run) -> nn.Module:
     """The generator at the start of the run: seeded with ``config.seed`` (torch, numpy, random),
     weights from ``config.pretrained`` when given; on the run's device and memory format.
-    (A resumed run's weights are restored by ``remaining_epochs``.)"""
+    (A resumed run's weights are restored by ``resume_stage``.)"""
     config = run.config
     torch.manual_seed(int(config.seed))
     np.random.seed(int(config.seed) % 2**32)
