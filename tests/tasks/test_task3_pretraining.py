@@ -18,7 +18,7 @@ from torch import nn
 
 import solver
 
-SIGNATURE = "solver.pretrain_step(generator, lr, hr, optimizer, pixel='mse', scaler=None)"
+SIGNATURE = "solver.pretrain_step(generator, lr, hr, optimizer, pixel='mse')"
 
 
 def tiny_generator() -> nn.Module:
