@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from create_data_lists import load_data_list
+from create_data_lists import load_data_list, lr_is_current
 from imresize import imresize
 from utils import img2tensor, modcrop, read_image
 
@@ -170,6 +170,10 @@ class EvalDataset(Dataset):
     image whose three channels are equal is reduced to gray; otherwise the gray one is
     replicated to RGB.
 
+    An LR file the kit made (it carries the content key of ``create_data_lists.lr_cache_key``) is
+    used only while it was made from the HR pixels read now; otherwise the LR is made from the HR
+    with ``imresize`` as the list would have, with a warning naming both files.
+
     Raises (on access): ``ValueError`` naming the files when the LR size is not HR / scale;
     ``ImageReadError``/``FileNotFoundError`` naming an unreadable file.
     """
@@ -192,11 +196,17 @@ class EvalDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         item = self.images[index]
-        hr = modcrop(read_image(item["hr"], keep_gray=True), self.scale)
-        if item["lr"] is None:
+        raw = read_image(item["hr"], keep_gray=True)
+        hr = modcrop(raw, self.scale)
+        lr = None if item["lr"] is None else read_image(item["lr"], keep_gray=True)
+        if lr is not None and not lr_is_current(item["hr"], item["lr"], self.scale, hr=raw):
+            # an LR the kit made from other HR pixels (the HR was replaced since, e.g. by cp -p)
+            warnings.warn(f"{item['lr']} was made from an earlier version of {item['hr']}: using imresize of "
+                          "the current HR instead; make the list again with create_data_lists.py", stacklevel=2)
+            lr = None
+        if lr is None:
             lr = imresize(hr, output_shape=(hr.shape[0] // self.scale, hr.shape[1] // self.scale))
         else:
-            lr = read_image(item["lr"], keep_gray=True)
             hr, lr = _match_channels(hr, lr)
             if lr.shape[:2] != (hr.shape[0] // self.scale, hr.shape[1] // self.scale):
                 raise ValueError(

@@ -173,3 +173,24 @@ def test_missing_list_names_the_command_that_makes_it(tmp_path, monkeypatch, pat
     # a quick run needs only the sample set's lists, where the sample set puts them
     assert "`python create_data_lists.py --sample`" in cdl.how_to_make_list("data/lists/train.json", quick=True)
     assert "--train FOLDER" in cdl.how_to_make_list("data/lists-291/train.json", quick=True)
+
+
+def test_eval_dataset_does_not_serve_an_lr_made_from_a_replaced_hr(tmp_path):
+    """A list made earlier and read later (solver validation): the HR replaced since (cp -p)."""
+    from datasets import EvalDataset
+
+    yy, xx = np.mgrid[0:64, 0:64]
+    first = np.dstack([(xx * 4) % 256, (yy * 4) % 256, (xx + yy) * 2 % 256]).astype(np.uint8)
+    second = np.ascontiguousarray(first[::-1, ::-1])
+    hr_path = save_png(first, tmp_path / "set" / "x.png")
+    cdl.create_data_lists([], {"MySet": str(tmp_path / "set")}, str(tmp_path / "lists"), show_progress=False)
+    data = EvalDataset(str(tmp_path / "lists" / "MySet.json"), 4)
+    np.testing.assert_array_equal(data[0]["lr"], imresize(first, output_shape=(16, 16)))
+
+    stamp = hr_path.stat()
+    save_png(second, hr_path)
+    os.utime(hr_path, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+    with pytest.warns(UserWarning, match="earlier version of .*x.png"):
+        item = data[0]
+    np.testing.assert_array_equal(item["hr"], second)
+    np.testing.assert_array_equal(item["lr"], imresize(second, output_shape=(16, 16)))
