@@ -6,11 +6,12 @@ paper; data loading is not included, see ``--data`` for that), for several varia
 
 * ``default``        exactly what ``solver.py`` runs with its default speed settings on this
                      machine (``speed.channels_last``, ``speed.amp="auto"``, ``speed.compile="auto"``,
-                     ``training.adam_options``): bf16 autocast on a CPU with native bf16 (AVX512-BF16
-                     or AMX) or on CUDA, fp32 elsewhere
+                     ``training.adam_options``, ``training.fast_cpu_prelu`` on a CPU): bf16 autocast on
+                     a CPU with native bf16 (AVX512-BF16 or AMX) or on CUDA, fp32 elsewhere
+* ``channels-last+bf16``  bf16 autocast with PyTorch's own PReLU and multi-tensor Adam: on a CPU
+                     with native bf16, ``default`` without ``ScalarPReLU`` and fused Adam
 * ``fp32-nchw``      plain float32, default (NCHW) memory format: the reference of the ratios
 * ``channels-last``  NHWC activations and weights, float32
-* ``channels-last+bf16``  the same under ``torch.autocast(dtype=torch.bfloat16)``
 * ``channels-last+compile``  ``torch.compile`` (inductor) on top of channels-last, if a C compiler works
 * ``amp-fp16``       CUDA only: fp16 autocast with a GradScaler
 
@@ -71,19 +72,22 @@ def variant_settings(variant: str, device: torch.device) -> dict:
         speed = solver.make_config("mse").speed
         use_compile = speed.compile is True or (speed.compile == "auto" and device.type == "cuda")
         return {"channels_last": bool(speed.channels_last), "amp_dtype": training._amp_dtype(speed.amp, device),
-                "compile": use_compile, "adam": training.adam_options(device)}
+                "compile": use_compile, "adam": training.adam_options(device), "fast_prelu": device.type == "cpu"}
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")
     amp = "bf16" if variant.endswith("bf16") else "fp16" if variant.endswith("fp16") else "off"
+    # the other variants keep PyTorch's own PReLU and multi-tensor Adam, to compare with ``default``
     return {"channels_last": variant != "fp32-nchw", "amp_dtype": training._amp_dtype(amp, device),
-            "compile": variant.endswith("compile"), "adam": training.adam_options(device)}
+            "compile": variant.endswith("compile"),
+            "adam": {"foreach": True} if device.type == "cpu" else {"fused": True}, "fast_prelu": False}
 
 
 def describe(settings: dict) -> str:
     dtype = settings["amp_dtype"]
     return (f"{'channels_last' if settings['channels_last'] else 'NCHW'}, "
             f"{str(dtype).replace('torch.', '') if dtype else 'fp32'}"
-            f"{', compiled' if settings['compile'] else ''}, Adam {'/'.join(settings['adam'])}")
+            f"{', compiled' if settings['compile'] else ''}, Adam {'/'.join(settings['adam'])}"
+            f"{', ScalarPReLU' if settings['fast_prelu'] else ''}")
 
 
 def make_step(stage: int, device: torch.device, settings: dict, batch: int, patch: int, n_blocks: int,
@@ -96,6 +100,8 @@ def make_step(stage: int, device: torch.device, settings: dict, batch: int, patc
                                 global_step=0, check_every=1 if device.type == "cpu" else 10)
     torch.manual_seed(0)
     g = models.SRResNet(scale=4, n_blocks=n_blocks, channels=64).to(device).to(memory_format=mf)
+    if settings["fast_prelu"]:
+        training.fast_cpu_prelu(g)
     data = [(torch.rand(batch, 3, patch // 4, patch // 4), torch.rand(batch, 3, patch, patch))]
 
     def adam(net: nn.Module) -> torch.optim.Optimizer:
