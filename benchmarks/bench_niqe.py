@@ -8,7 +8,7 @@ Cases: a 512x512 RGB photograph (scikit-image's ``astronaut``; 25 blocks of 96x9
 Set14's baboon (480x492, the MATLAB reference image; from ``benchmarks/data`` or
 ``../shared``). Prints the median of ``--runs`` timed runs after one warm-up; no assertions.
 The "loop port" row computes the same features the way the MATLAB code reads (and BasicSR's
-Python port works, 0.13 s for 512x512 RGB on this machine per issue 12): one block at a
+Python port works, 0.13 s for 512x512 RGB on a 2-core CPU): one block at a
 time, and for every AGGD fit a scan of all 9,801 grid points; it is timed on the same input
 so that the comparison holds on a busy machine.
 """
