@@ -243,6 +243,20 @@ def drop_section(markdown: str, heading: str) -> str:
     return "".join(out)
 
 
+_MD_LINK = re.compile(r"(!?)\[([^\]]*)\]\(([^)\s]+)\)")
+
+
+def unlink_missing(markdown: str, present: set[str]) -> str:
+    """``markdown`` with each relative link to a file not in ``present`` (edition paths) reduced
+    to its text, so a students' README points to nothing the kit leaves out."""
+    def keep_or_text(m: re.Match) -> str:
+        target = m.group(3).split("#")[0]
+        if m.group(1) or "://" in target or target.startswith(("#", "mailto:")) or not target:
+            return m.group(0)
+        return m.group(0) if target.lstrip("./") in present else m.group(2)
+    return _MD_LINK.sub(keep_or_text, markdown)
+
+
 def drop_reference_lines(gitignore: str) -> str:
     """``.gitignore`` without each comment line starting ``# reference only`` and the line after it."""
     lines = gitignore.splitlines(keepends=True)
@@ -319,6 +333,9 @@ def build_edition(repo: Path, with_weights: bool = False) -> tuple[dict[str, byt
         if not path.is_file():
             raise EditionError(f"{source} is missing from the reference; it becomes the edition's {target}")
         files[target] = path.read_bytes()
+    for name in ("README_kit.md", "README.md"):
+        if name in files:
+            files[name] = unlink_missing(files[name].decode("utf-8"), set(files)).encode("utf-8")
     return files, regions
 
 

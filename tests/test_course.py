@@ -172,6 +172,12 @@ def test_the_edition_has_no_outputs_no_weights_and_the_student_files(edition):
     assert "/REPORT.md" not in (edition / ".gitignore").read_text().splitlines()
     kit_readme = (edition / "README_kit.md").read_text()
     assert se.TEACHER_SECTION not in kit_readme and "## Layout" in kit_readme and "## For contributors" in kit_readme
+    for readme in ("README.md", "README_kit.md"):  # no link to a file the students' kit leaves out
+        text = (edition / readme).read_text()
+        for target in re.findall(r"\]\(([^)\s#]+)", text):
+            if "://" not in target:
+                assert (edition / target).exists(), (readme, target)
+    assert "teachers' README" in kit_readme and "(course/README.md)" not in kit_readme
 
 
 def test_the_edition_speaks_of_no_shipped_weights(edition):
