@@ -320,6 +320,13 @@ def _prepare_out_dir(out_dir: Path, overwrite: bool, page: str = "index.html") -
             raise RatingError(f"{out_dir} does not look like a rating session (no {page}); not replacing it")
 
 
+def _publish(tmp: Path, out_dir: Path) -> None:
+    """Put the finished folder ``tmp`` in place of ``out_dir`` (a page is never half written)."""
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    os.replace(tmp, out_dir)
+
+
 def make_session(methods: dict[str, dict[str, Path]], images: list[SetImage], out_dir: utils.PathLike,
                  scale: int, calibration: list[SetImage], overwrite: bool = False) -> Path:
     """Write a blind rating session: ``out_dir/index.html`` and ``out_dir/images/<id>.png``.
@@ -369,9 +376,7 @@ def make_session(methods: dict[str, dict[str, Path]], images: list[SetImage], ou
                    "key": key.hex(), "meta": obfuscate(meta, key)}
         page = PAGE_TEMPLATE.read_text(encoding="utf-8").replace("__SESSION__", session_json(session))
         notebook_helpers.save_text(page, tmp / "index.html")
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
+        _publish(tmp, out_dir)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
@@ -712,9 +717,7 @@ def make_class(sources: list[str], out_dir: utils.PathLike, method: str | None =
                                      "tokens": meta, "subsets": [[list(i) for i in sub] for sub in subsets],
                                      "left_out": {s.name: s.problem for s in left_out}}, key)}
         notebook_helpers.save_text(json.dumps(record, indent=1) + "\n", tmp / "class.json")
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
+        _publish(tmp, out_dir)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
