@@ -114,14 +114,20 @@ def test_bad_delimiters_are_refused_with_file_and_line(src, line, what):
         se.strip_solutions(src, "m.py")
 
 
-def test_the_cli_refuses_unbalanced_delimiters_in_one_line_and_writes_nothing(tmp_path):
+def _mini_repo(tmp_path: Path, models_py: str) -> Path:
+    """A git repository holding the edition tool, its two templates and a ``models.py``, all tracked."""
     repo = tmp_path / "repo"
     (repo / "course").mkdir(parents=True)
     for name in ("student_edition.py", "student_README.md", "report_template.md"):
         shutil.copy(REPO / "course" / name, repo / "course" / name)
-    (repo / "models.py").write_text("class A:\n    ### BEGIN SOLUTION\n    pass\n")
+    (repo / "models.py").write_text(models_py)
     subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
     subprocess.run(["git", "add", "models.py", "course"], cwd=repo, check=True)
+    return repo
+
+
+def test_the_cli_refuses_unbalanced_delimiters_in_one_line_and_writes_nothing(tmp_path):
+    repo = _mini_repo(tmp_path, "class A:\n    ### BEGIN SOLUTION\n    pass\n")
     out = tmp_path / "edition"
     proc = _run([str(repo / "course" / "student_edition.py"), str(out)], cwd=repo)
     assert proc.returncode == 2
@@ -195,13 +201,7 @@ def test_the_edition_speaks_of_no_shipped_weights(edition):
 
 
 def test_the_edition_holds_only_what_git_tracks(tmp_path):
-    repo = tmp_path / "repo"
-    (repo / "course").mkdir(parents=True)
-    for name in ("student_edition.py", "student_README.md", "report_template.md"):
-        shutil.copy(REPO / "course" / name, repo / "course" / name)
-    (repo / "models.py").write_text("x = 1\n")
-    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
-    subprocess.run(["git", "add", "models.py", "course"], cwd=repo, check=True)
+    repo = _mini_repo(tmp_path, "x = 1\n")
     (repo / "scratch.ipynb").write_text("{}")  # untracked, not ignored: a student kit must not get it
     files, _ = se.build_edition(repo)
     assert "models.py" in files and "scratch.ipynb" not in files

@@ -18,17 +18,12 @@ import torch
 import checkpoints
 import models
 import solver
+from test_checkpoint_safety import _assert_one_line as _one_line
 from test_solver import tiny_config, tiny_lists  # noqa: F401  (fixture)
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _one_line(info: pytest.ExceptionInfo, *words: str) -> str:
-    message = str(info.value)
-    assert "\n" not in message, message
-    for word in words:
-        assert word in message, message
-    return message
 
 
 def _generator_file(tmp_path: Path, name: str = "g.pth", arch: dict | None = None, weights=None) -> Path:
