@@ -189,6 +189,90 @@ def _auto_tile(h: int, w: int, scale: int, overlap: int, per_pixel: float, free:
     return tile
 
 
+def _precision_context(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """The autocast block for ``precision``: bf16 autocast (convolutions and matmuls in
+    bfloat16, weights cast per call, the model untouched), or autocast switched *off* for
+    fp32, so that even a caller inside an autocast block (a training loop validating) gets
+    true fp32 scores.
+
+    Raises:
+        ValueError: bf16 on a device other than CUDA or a CPU with native bf16 (one line).
+    """
+    if precision == "bf16" and device.type not in ("cpu", "cuda"):
+        raise ValueError(f"super_resolve: precision='bf16' runs on 'cpu' or 'cuda', not {device.type!r}; "
+                         "use precision='fp32' there")
+    if precision == "bf16" and device.type == "cpu" and not cpu_has_native_bf16():
+        raise ValueError("super_resolve: this CPU has no native bf16 (AVX512-BF16 or AMX), so precision='bf16' "
+                         "would be emulated, many times slower than fp32 and using ~10x the memory; "
+                         "use precision='fp32' (or bf16 on a GPU)")
+    if device.type not in ("cpu", "cuda"):
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def _run_tiled(run: Callable[[np.ndarray], np.ndarray], rgb: np.ndarray, scale: int, tile: int | None,
+               overlap: int) -> np.ndarray:
+    """``run`` (``uint8`` ``hxwx3`` LR -> ``uint8`` ``(scale*h)x(scale*w)x3``) over ``rgb`` in
+    ``tile x tile`` cores, each with ``overlap`` LR pixels of context, only the core's output
+    kept; ``tile=None`` (or a tile as large as the image): the whole image at once."""
+    h, w = rgb.shape[:2]
+    if tile is None or (tile >= h and tile >= w):
+        return run(rgb)
+    sr = np.empty((scale * h, scale * w, 3), dtype=np.uint8)
+    cores = [(y, x) for y in range(0, h, tile) for x in range(0, w, tile)]
+    for y0, x0 in tqdm(cores, desc="tiles", leave=False, unit="tile"):
+        y1, x1 = min(y0 + tile, h), min(x0 + tile, w)
+        # Context around the core, clipped at the image border (where the
+        # network zero-pads exactly as it does on the whole image).
+        py0, px0 = max(y0 - overlap, 0), max(x0 - overlap, 0)
+        py1, px1 = min(y1 + overlap, h), min(x1 + overlap, w)
+        out = run(rgb[py0:py1, px0:px1])
+        oy, ox = scale * (y0 - py0), scale * (x0 - px0)
+        sr[scale * y0:scale * y1, scale * x0:scale * x1] = out[oy:oy + scale * (y1 - y0), ox:ox + scale * (x1 - x0)]
+    return sr
+
+
+def _tile_for_free_memory(model: torch.nn.Module, run: Callable[[np.ndarray], np.ndarray], h: int, w: int,
+                          scale: int, overlap: int, dtype: torch.dtype, device: torch.device) -> int | None:
+    """None (the whole image) when a quick upper bound says it fits in the free memory's share;
+    else the network is measured on a small probe and the tile chosen from that (:func:`_auto_tile`)."""
+    free = free_memory(device)
+    if free is None or _upper_bytes_per_lr_pixel(model, scale, dtype) * h * w <= \
+            _MEMORY_SHARE * free - scale * scale * h * w * 3:
+        return None
+    return _auto_tile(h, w, scale, overlap, _bytes_per_lr_pixel(model, run, scale), free)
+
+
+def _free_text(device: torch.device) -> str:
+    free = free_memory(device)
+    return "" if free is None else f" ({free / 2**20:.0f} MB free)"
+
+
+def _with_smaller_tiles_on_oom(run_tiled: Callable[[int | None], np.ndarray], tile: int | None, h: int, w: int,
+                               device: torch.device) -> np.ndarray:
+    """``run_tiled(tile)``, halving the tile after each out-of-memory error (the estimate was
+    short) down to :data:`AUTO_TILE_MIN`; other errors pass through.
+
+    Raises:
+        MemoryError: not even a tile of :data:`AUTO_TILE_MIN` fits (one line, with the sizes).
+    """
+    while True:
+        try:
+            return run_tiled(tile)
+        except (RuntimeError, MemoryError) as err:
+            if not _is_out_of_memory(err):
+                raise
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            smaller = min(tile or max(h, w), max(h, w)) // 2
+            if smaller < AUTO_TILE_MIN:
+                raise MemoryError(
+                    f"super_resolve: not even one {AUTO_TILE_MIN}x{AUTO_TILE_MIN} tile of this {w}x{h} "
+                    f"image fits in the free memory{_free_text(device)}: close other programs, or run on a "
+                    f"smaller image ({' '.join(str(err).split())[:200]})") from None
+            tile = smaller
+
+
 def super_resolve(
     model: torch.nn.Module,
     lr: np.ndarray,
@@ -270,20 +354,7 @@ def super_resolve(
         device = param.device if param is not None else torch.device("cpu")
     dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
     device = torch.device(device)
-    if precision == "bf16" and device.type not in ("cpu", "cuda"):
-        raise ValueError(f"super_resolve: precision='bf16' runs on 'cpu' or 'cuda', not {device.type!r}; "
-                         "use precision='fp32' there")
-    # bf16: autocast runs convolutions/matmuls in bfloat16 (weights cast per call, the
-    # model itself is untouched). fp32: autocast switched *off*, so that even a caller
-    # inside an autocast block (a training loop validating) gets true fp32 scores.
-    if device.type in ("cpu", "cuda"):
-        autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
-    else:
-        autocast = contextlib.nullcontext()
-    if precision == "bf16" and device.type == "cpu" and not cpu_has_native_bf16():
-        raise ValueError("super_resolve: this CPU has no native bf16 (AVX512-BF16 or AMX), so precision='bf16' "
-                         "would be emulated, many times slower than fp32 and using ~10x the memory; "
-                         "use precision='fp32' (or bf16 on a GPU)")
+    autocast = _precision_context(device, precision)
     # bf16 input in channels_last (NHWC): the layout of oneDNN's and cuDNN's fast bf16
     # convolutions (on an AVX2 CPU, emulated NCHW bf16 was another 10x slower still).
     layout = torch.channels_last if precision == "bf16" else torch.contiguous_format
@@ -299,57 +370,24 @@ def super_resolve(
             )
         return tensor2img(out)
 
-    def tiled(tile: int | None) -> np.ndarray:
-        if tile is None or (tile >= h and tile >= w):
-            return run(rgb)
-        sr = np.empty((scale * h, scale * w, 3), dtype=np.uint8)
-        cores = [(y, x) for y in range(0, h, tile) for x in range(0, w, tile)]
-        for y0, x0 in tqdm(cores, desc="tiles", leave=False, unit="tile"):
-            y1, x1 = min(y0 + tile, h), min(x0 + tile, w)
-            # Context around the core, clipped at the image border (where the
-            # network zero-pads exactly as it does on the whole image).
-            py0, px0 = max(y0 - tile_overlap, 0), max(x0 - tile_overlap, 0)
-            py1, px1 = min(y1 + tile_overlap, h), min(x1 + tile_overlap, w)
-            out = run(rgb[py0:py1, px0:px1])
-            oy, ox = scale * (y0 - py0), scale * (x0 - px0)
-            sr[scale * y0:scale * y1, scale * x0:scale * x1] = \
-                out[oy:oy + scale * (y1 - y0), ox:ox + scale * (x1 - x0)]
-        return sr
-
     was_training = model.training
     model.eval()
     try:
         with torch.inference_mode(), _exact_fp32(), autocast:
-            auto = tile is None
-            free = free_memory(device) if auto else None
-            if free is not None and _upper_bytes_per_lr_pixel(model, scale, dtype) * h * w > \
-                    _MEMORY_SHARE * free - scale * scale * h * w * 3:
-                # maybe too large for the memory: measure the network, then the whole image if it
-                # fits, else tiles that do (the same result)
-                tile = _auto_tile(h, w, scale, tile_overlap, _bytes_per_lr_pixel(model, run, scale), free)
-            while True:
+            if tile is None:
+                tile = _tile_for_free_memory(model, run, h, w, scale, tile_overlap, dtype, device)
+                sr = _with_smaller_tiles_on_oom(
+                    lambda t: _run_tiled(run, rgb, scale, t, tile_overlap), tile, h, w, device)
+            else:
                 try:
-                    sr = tiled(tile)
-                    break
+                    sr = _run_tiled(run, rgb, scale, tile, tile_overlap)
                 except (RuntimeError, MemoryError) as err:
                     if not _is_out_of_memory(err):
                         raise
-                    if device.type == "cuda":
-                        torch.cuda.empty_cache()
-                    free = free_memory(device)
-                    free_text = "" if free is None else f" ({free / 2**20:.0f} MB free)"
-                    if not auto:
-                        raise MemoryError(
-                            f"super_resolve: a {min(tile, h)}x{min(tile, w)} tile of this {w}x{h} image does not "
-                            f"fit in the free memory{free_text}: pass a smaller tile, or tile=None to choose "
-                            f"one from the free memory") from None
-                    smaller = min(tile or max(h, w), max(h, w)) // 2  # the estimate was short: halve it
-                    if smaller < AUTO_TILE_MIN:
-                        raise MemoryError(
-                            f"super_resolve: not even one {AUTO_TILE_MIN}x{AUTO_TILE_MIN} tile of this {w}x{h} "
-                            f"image fits in the free memory{free_text}: close other programs, or run on a "
-                            f"smaller image ({' '.join(str(err).split())[:200]})") from None
-                    tile = smaller
+                    raise MemoryError(
+                        f"super_resolve: a {min(tile, h)}x{min(tile, w)} tile of this {w}x{h} image does not "
+                        f"fit in the free memory{_free_text(device)}: pass a smaller tile, or tile=None to "
+                        f"choose one from the free memory") from None
     finally:
         model.train(was_training)
 
