@@ -1,8 +1,10 @@
 """Validation curves of stage-2 runs: PSNR and NIQE of the validated generator by step.
 
 Reads the ``log.csv`` of ``solver.py`` runs (one row per epoch; with ``stage2.ema_decay`` the
-validated generator is the EMA) and draws PSNR and NIQE against the step, one line per run,
-with a marker on the shipped epoch when ``--mark RUN_INDEX:EPOCH`` is given.
+validated generator is the EMA) and draws PSNR and NIQE against the step, and NIQE against
+PSNR (the perception-distortion plane: down and right is better on both), one line per run,
+with a marker on each chosen epoch given by ``--mark RUN_INDEX:EPOCH`` (labelled by
+``--mark-labels``, default "shipped (epoch N)").
 
     python benchmarks/stage2_curves.py benchmarks/stage2/srgan_adv1e-3.csv \\
         benchmarks/stage2/srgan_adv5e-3.csv --labels "adversarial 1e-3" "adversarial 5e-3" \\
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import math
 import sys
 from pathlib import Path
 
@@ -36,12 +39,16 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("logs", nargs="+", type=Path, help="log.csv files of stage-2 runs")
     p.add_argument("--labels", nargs="*", default=None, help="one label per log (default: file names)")
-    p.add_argument("--mark", default=None, help="RUN_INDEX:EPOCH of the shipped epoch")
+    p.add_argument("--mark", nargs="*", default=[], help="RUN_INDEX:EPOCH of each epoch to mark")
+    p.add_argument("--mark-labels", nargs="*", default=None,
+                   help="one legend label per --mark (default: 'shipped (epoch N)')")
     p.add_argument("--out", type=Path, default=Path("results/stage2_curves.png"))
     args = p.parse_args(argv)
     labels = args.labels or [path.stem for path in args.logs]
     if len(labels) != len(args.logs):
         p.error(f"{len(args.logs)} logs but {len(labels)} labels")
+    if args.mark_labels is not None and len(args.mark_labels) != len(args.mark):
+        p.error(f"{len(args.mark)} marks but {len(args.mark_labels)} mark labels")
     runs = []
     for path in args.logs:
         if not path.is_file():
@@ -50,31 +57,38 @@ def main(argv: list[str] | None = None) -> None:
         if not rows or any(key not in rows[0] for key in ("step", "psnr", "niqe")):
             p.error(f"{path}: no stage-2 rows with step, psnr and niqe (a solver.py log.csv of a stage-2 run?)")
         runs.append(rows)
-    mark = None
-    if args.mark:
-        run, _, epoch = args.mark.partition(":")
+    marks = []  # (run index, row, label)
+    for k, text in enumerate(args.mark):
+        run, _, epoch = text.partition(":")
         if not (run.isdigit() and epoch.isdigit() and int(run) < len(runs)):
-            p.error(f"--mark {args.mark}: expected RUN_INDEX:EPOCH with RUN_INDEX < {len(runs)}")
-        mark = next((row for row in runs[int(run)] if row["epoch"] == int(epoch)), None)
-        if mark is None:
-            p.error(f"--mark {args.mark}: {args.logs[int(run)]} has no stage-2 epoch {epoch}")
-        mark_run = int(run)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+            p.error(f"--mark {text}: expected RUN_INDEX:EPOCH with RUN_INDEX < {len(runs)}")
+        row = next((row for row in runs[int(run)] if row["epoch"] == int(epoch)), None)
+        if row is None:
+            p.error(f"--mark {text}: {args.logs[int(run)]} has no stage-2 epoch {epoch}")
+        label = args.mark_labels[k] if args.mark_labels is not None else f"shipped (epoch {int(row['epoch'])})"
+        marks.append((int(run), row, label))
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.4))
+    panels = (("step", "psnr"), ("step", "niqe"), ("psnr", "niqe"))
     for k, (rows, label) in enumerate(zip(runs, labels)):
-        steps = [row["step"] for row in rows]
-        for ax, key in zip(axes, ("psnr", "niqe")):
-            line, = ax.plot(steps, [row[key] for row in rows], marker=".", label=label)
-            if mark is not None and k == mark_run:
-                ax.plot(mark["step"], mark[key], "o", ms=11, mfc="none", color=line.get_color(),
-                        label=f"shipped (epoch {int(mark['epoch'])})")
-    for ax, title in zip(axes, ("PSNR (dB, Y channel), higher = closer to HR", "NIQE, lower = more natural")):
-        ax.set_xlabel("stage-2 step")
+        for ax, (x, y) in zip(axes, panels):
+            line, = ax.plot([row[x] for row in rows], [row[y] for row in rows], marker=".", label=label)
+            for run, row, mark_label in marks:
+                if run == k:
+                    ax.plot(row[x], row[y], "o", ms=11, mfc="none", color=line.get_color(), label=mark_label)
+    titles = ("PSNR (dB, Y channel), higher = closer to HR", "NIQE, lower = more natural",
+              "NIQE against PSNR: lower right is better on both")
+    for ax, title, (x, _) in zip(axes, titles, panels):
+        ax.set_xlabel("stage-2 step" if x == "step" else "PSNR (dB)")
         ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+    axes[2].set_ylabel("NIQE")
     fig.suptitle("stage 2 on the validation images (the validated generator: the EMA when the run keeps one)",
                  fontsize=10)
-    fig.tight_layout()
+    # one legend under the panels, where it covers no curve
+    handles, names = axes[0].get_legend_handles_labels()
+    rows = math.ceil(len(names) / 3)
+    fig.tight_layout(rect=(0, 0.05 * rows, 1, 1))
+    fig.legend(handles, names, loc="lower center", ncol=3, fontsize=8, frameon=False)
     notebook_helpers.save_figure(fig, args.out, dpi=100)
     print(f"saved {args.out}")
 

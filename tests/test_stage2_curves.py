@@ -55,16 +55,32 @@ def test_draws_the_figure_with_the_shipped_epoch_marked(tmp_path, monkeypatch):
     a = two_stage_log(tmp_path / "a.csv")
     b = write_log(tmp_path / "b.csv", [{**row, "psnr": float(row["psnr"]) - 1} for row in _rows(a)])
     script.main([str(a), str(b), "--labels", "run a", "run b", "--mark", "1:2", "--out", str(out)])
-    assert out.stat().st_size > 10_000  # a real 1100x400 figure, not an empty file
+    assert out.stat().st_size > 10_000  # a real 1600x440 figure, not an empty file
     (fig,) = figures
-    psnr_ax, niqe_ax = fig.axes
-    for ax, value in ((psnr_ax, 26.8 - 1), (niqe_ax, 6.0)):  # run b's stage-2 epoch 2: step 20
+    psnr_ax, niqe_ax, plane_ax = fig.axes
+    # run b's stage-2 epoch 2: step 20, PSNR 26.8 - 1, NIQE 6.0
+    for ax, x, y in ((psnr_ax, 20, 26.8 - 1), (niqe_ax, 20, 6.0), (plane_ax, 26.8 - 1, 6.0)):
         lines = {line.get_label(): line for line in ax.get_lines()}
         assert set(lines) == {"run a", "run b", "shipped (epoch 2)"}
         marker = lines["shipped (epoch 2)"]
-        assert list(marker.get_xdata()) == [20] and list(marker.get_ydata()) == [pytest.approx(value)]
+        assert list(marker.get_xdata()) == [pytest.approx(x)] and list(marker.get_ydata()) == [pytest.approx(y)]
         assert marker.get_color() == lines["run b"].get_color() != lines["run a"].get_color()
-        assert "shipped (epoch 2)" in [t.get_text() for t in ax.get_legend().get_texts()]
+    (legend,) = fig.legends  # one legend for the three panels
+    assert [t.get_text() for t in legend.get_texts()] == ["run a", "run b", "shipped (epoch 2)"]
+
+
+def test_two_marks_with_their_own_labels(tmp_path, monkeypatch):
+    script = load_script()
+    figures = []
+    monkeypatch.setattr(script.notebook_helpers, "save_figure", lambda fig, path, dpi=100: figures.append(fig))
+    a = two_stage_log(tmp_path / "a.csv")
+    b = write_log(tmp_path / "b.csv", [{**row, "niqe": float(row["niqe"]) - 1} for row in _rows(a) if row["niqe"]])
+    script.main([str(a), str(b), "--mark", "0:1", "1:3", "--mark-labels", "before", "now", "--out", str(tmp_path / "x.png")])
+    plane = figures[0].axes[2]
+    lines = {line.get_label(): line for line in plane.get_lines()}
+    assert (list(lines["before"].get_xdata()), list(lines["before"].get_ydata())) == ([pytest.approx(26.9)], [6.5])
+    assert (list(lines["now"].get_xdata()), list(lines["now"].get_ydata())) == ([pytest.approx(26.7)], [4.5])
+    assert lines["now"].get_color() == lines["b"].get_color() != lines["a"].get_color()
 
 
 def _rows(path: Path) -> list[dict]:
@@ -76,6 +92,7 @@ def _rows(path: Path) -> list[dict]:
     (["--mark", "0:9"], "has no stage-2 epoch 9"),
     (["--mark", "3:1"], "RUN_INDEX < 1"),
     (["--labels", "x", "y"], "1 logs but 2 labels"),
+    (["--mark", "0:1", "--mark-labels", "a", "b"], "1 marks but 2 mark labels"),
 ])
 def test_bad_arguments_are_one_line_errors(tmp_path, capsys, extra, message):
     with pytest.raises(SystemExit) as exit_:
