@@ -13,6 +13,8 @@ paper; data loading is not included, see ``--data`` for that), for several varia
 * ``fp32-nchw``      plain float32, default (NCHW) memory format: the reference of the ratios
 * ``channels-last``  NHWC activations and weights, float32
 * ``channels-last+compile``  ``torch.compile`` (inductor) on top of channels-last, if a C compiler works
+* ``default+compile``  ``default`` with ``torch.compile`` (inductor) on: whether compiling would pay
+                     on this machine (the warm-up iteration holds the compile time)
 * ``amp-fp16``       CUDA only: fp16 autocast with a GradScaler
 
 Stage 2 is the preset's stage-2 step (``--stage2-preset``, default ``srgan-mse``: the losses of
@@ -59,7 +61,8 @@ import models  # noqa: E402
 import solver  # noqa: E402
 import training  # noqa: E402
 
-VARIANTS = ("default", "fp32-nchw", "channels-last", "channels-last+bf16", "channels-last+compile", "amp-fp16")
+VARIANTS = ("default", "fp32-nchw", "channels-last", "channels-last+bf16", "channels-last+compile", "default+compile",
+            "amp-fp16")
 
 
 def variant_settings(variant: str, device: torch.device) -> dict:
@@ -68,11 +71,12 @@ def variant_settings(variant: str, device: torch.device) -> dict:
     ``default`` reads the solver's own defaults (``solver.make_config().speed``), so it
     measures what a training run on this machine does.
     """
-    if variant == "default":
+    if variant in ("default", "default+compile"):
         speed = solver.make_config("mse").speed
         use_compile = speed.compile is True or (speed.compile == "auto" and device.type == "cuda")
         return {"channels_last": bool(speed.channels_last), "amp_dtype": training._amp_dtype(speed.amp, device),
-                "compile": use_compile, "adam": training.adam_options(device), "fast_prelu": device.type == "cpu"}
+                "compile": use_compile or variant == "default+compile", "adam": training.adam_options(device),
+                "fast_prelu": device.type == "cpu"}
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")
     amp = "bf16" if variant.endswith("bf16") else "fp16" if variant.endswith("fp16") else "off"

@@ -34,6 +34,12 @@ def test_default_variant_is_what_the_solver_runs_on_this_machine():
         bench_train.variant_settings("fp8", cpu)
 
 
+def test_default_plus_compile_is_the_default_compiled():
+    cpu = torch.device("cpu")
+    assert bench_train.variant_settings("default+compile", cpu) == {
+        **bench_train.variant_settings("default", cpu), "compile": True}
+
+
 def test_defaults_are_short_two_variants_and_five_iterations_each():
     args = bench_train.build_parser().parse_args([])
     # fp32-nchw + default, 1 warm-up + 2 x 2 timed iterations, stages 1 and 2: about a minute on 2 cores
