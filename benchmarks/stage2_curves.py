@@ -72,9 +72,10 @@ def main(argv: list[str] | None = None) -> None:
     for k, (rows, label) in enumerate(zip(runs, labels)):
         for ax, (x, y) in zip(axes, panels):
             line, = ax.plot([row[x] for row in rows], [row[y] for row in rows], marker=".", label=label)
-            for run, row, mark_label in marks:
-                if run == k:
-                    ax.plot(row[x], row[y], "o", ms=11, mfc="none", color=line.get_color(), label=mark_label)
+            for m, (run, row, mark_label) in enumerate(marks):
+                if run == k:  # the run's colour; a shape of its own, to tell two marks of one run apart
+                    ax.plot(row[x], row[y], "osD^v"[m % 5], ms=11, mfc="none", color=line.get_color(),
+                            label=mark_label)
     titles = ("PSNR (dB, Y channel), higher = closer to HR", "NIQE, lower = more natural",
               "NIQE against PSNR: lower right is better on both")
     for ax, title, (x, _) in zip(axes, titles, panels):
