@@ -3,8 +3,7 @@ picks one (lowest NIQE among the blends that keep a PSNR bound)."""
 from __future__ import annotations
 
 import csv
-import importlib.util
-import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,20 +15,17 @@ import checkpoints
 import inference
 import metrics
 import models
+from create_data_lists import write_data_list
 from datasets import EvalDataset
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
 
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("interpolation_scan", REPO / "benchmarks" / "interpolation_scan.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+import interpolation_scan  # noqa: E402
 
 
 def test_choose_takes_the_lowest_niqe_that_keeps_the_bound():
-    choose = load_script().choose
+    choose = interpolation_scan.choose
     rows = [{"alpha": 0.5, "psnr": 27.4, "niqe": 5.5}, {"alpha": 0.8, "psnr": 27.1, "niqe": 4.3},
             {"alpha": 0.9, "psnr": 26.9, "niqe": 4.2}, {"alpha": 1.0, "psnr": 26.6, "niqe": 4.1}]
     assert choose(rows, 27.0)["alpha"] == 0.8  # 0.9 and 1.0 are more natural but below the bound
@@ -51,14 +47,14 @@ def two_generators_and_a_list(tmp_path):
         Image.fromarray(rng.integers(0, 256, (48, 48, 3), dtype=np.uint8)).save(hr)
         images.append({"name": f"img{k}", "hr": str(hr), "lr": None})
     lst = tmp_path / "val.json"
-    lst.write_text(json.dumps({"name": "val", "scale": 4, "images": images}))
+    write_data_list(lst, "val", 4, images)
     return paths[0], paths[1], lst
 
 
 def test_scan_blends_and_scores_each_alpha(two_generators_and_a_list, tmp_path, capsys):
     psnr, gan, lst = two_generators_and_a_list
     out = tmp_path / "scan.csv"
-    code = load_script().main(["--psnr", str(psnr), "--gan", str(gan), "--list", str(lst),
+    code = interpolation_scan.main(["--psnr", str(psnr), "--gan", str(gan), "--list", str(lst),
                                "--alphas", "0", "0.5", "1", "--csv", str(out)])
     assert code == 0
     with open(out, newline="") as f:
@@ -78,7 +74,6 @@ def test_bad_inputs_are_one_line_errors(two_generators_and_a_list, tmp_path, cap
     other = checkpoints.save_generator(tmp_path / "other.pth", models.SRResNet(scale=4, n_blocks=2, channels=8))
     text = tmp_path / "notes.pth"
     text.write_text("not a checkpoint\n")
-    script = load_script()
     cases = [
         (["--psnr", str(psnr), "--gan", str(other), "--list", str(lst)], "different architectures"),
         (["--psnr", str(text), "--gan", str(gan), "--list", str(lst)], "notes.pth"),
@@ -87,6 +82,6 @@ def test_bad_inputs_are_one_line_errors(two_generators_and_a_list, tmp_path, cap
     ]
     for argv, message in cases:
         with pytest.raises(SystemExit) as exit_:
-            script.main(argv)
+            interpolation_scan.main(argv)
         err = capsys.readouterr().err
         assert exit_.value.code == 2 and message in err and "Traceback" not in err, err
