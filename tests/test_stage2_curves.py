@@ -81,6 +81,7 @@ def test_two_marks_with_their_own_labels(tmp_path, monkeypatch):
     assert (list(lines["before"].get_xdata()), list(lines["before"].get_ydata())) == ([pytest.approx(26.9)], [6.5])
     assert (list(lines["now"].get_xdata()), list(lines["now"].get_ydata())) == ([pytest.approx(26.7)], [4.5])
     assert lines["now"].get_color() == lines["b"].get_color() != lines["a"].get_color()
+    assert lines["now"].get_marker() != lines["before"].get_marker()  # two marks, two shapes
 
 
 def _rows(path: Path) -> list[dict]:
