@@ -96,3 +96,60 @@ def test_free_memory_reports_the_address_space_limit():
     done = subprocess.run([sys.executable, "-c", code, str(REPO)], capture_output=True, text=True,
                           env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=120)
     assert 0 < int(done.stdout.strip()) <= 50 * 2**20, done.stderr[-2000:]
+
+
+class _OutOfMemoryAbove(torch.nn.Module):
+    """A network that fails as the allocator does ("out of memory") on inputs larger than
+    ``limit`` LR pixels per side, and runs ``net`` otherwise: the retry path without a real cap."""
+
+    def __init__(self, net: torch.nn.Module, limit: int) -> None:
+        super().__init__()
+        self.net, self.limit, self.scale, self.sizes = net, limit, net.scale, []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.sizes.append(tuple(x.shape[-2:]))
+        if max(x.shape[-2:]) > self.limit:
+            raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 1 GB")
+        return self.net(x)
+
+
+def test_an_out_of_memory_error_halves_the_tile_until_it_fits():
+    from inference import super_resolve
+    from models import SRResNet
+    torch.manual_seed(0)
+    net = SRResNet(n_blocks=1, channels=8).eval()
+    lr = np.random.default_rng(1).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    failing = _OutOfMemoryAbove(net, limit=40)
+    sr = super_resolve(failing, lr, tile_overlap=OVERLAP)
+    # whole image (64) fails, then 32-px cores with 10 px of context (up to 52) fail, 16-px cores fit
+    assert failing.sizes[0] == (64, 64) and max(max(s) for s in failing.sizes[-4:]) <= 40
+    assert np.abs(sr.astype(int) - super_resolve(net, lr).astype(int)).max() <= 1
+
+
+def test_no_tile_fitting_and_a_given_tile_not_fitting_are_one_line_memory_errors():
+    from inference import super_resolve
+    from models import SRResNet
+    net = SRResNet(n_blocks=1, channels=8).eval()
+    lr = np.zeros((64, 64, 3), dtype=np.uint8)
+    with pytest.raises(MemoryError, match="not even one 8x8 tile") as err:
+        super_resolve(_OutOfMemoryAbove(net, limit=0), lr, tile_overlap=OVERLAP)
+    assert "\n" not in str(err.value)
+    with pytest.raises(MemoryError, match="a 32x32 tile of this 64x64 image does not fit") as err:
+        super_resolve(_OutOfMemoryAbove(net, limit=0), lr, tile=32, tile_overlap=OVERLAP)
+    assert "\n" not in str(err.value)
+
+
+def test_an_error_other_than_memory_is_not_retried():
+    from inference import super_resolve
+    from models import SRResNet
+
+    class Broken(_OutOfMemoryAbove):
+        def forward(self, x):
+            self.sizes.append(tuple(x.shape[-2:]))
+            raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
+
+    for tile in (None, 32):  # chosen from the memory, or given
+        broken = Broken(SRResNet(n_blocks=1, channels=8).eval(), limit=0)
+        with pytest.raises(RuntimeError, match="cannot be multiplied"):
+            super_resolve(broken, np.zeros((64, 64, 3), dtype=np.uint8), tile=tile)
+        assert len(broken.sizes) == 1
